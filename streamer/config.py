@@ -1,0 +1,335 @@
+"""The YAML config, validated by pydantic. Each component receives only its own sub-model.
+
+Errors become one line naming the field: ``streams[0].video: unsupported scheme 'ftp'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamer.errors import ConfigError
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+VIDEO_SCHEMES = ("file", "udp", "rtsp", "http", "https", "srt", "v4l2", "synthetic", "webrtc")
+AUDIO_SCHEMES = (*VIDEO_SCHEMES, "mic")
+LIVE_SCHEMES = ("udp", "rtsp", "http", "https", "srt", "v4l2", "mic", "synthetic", "webrtc")
+
+
+def _check_id(value: str) -> str:
+    if not ID_RE.match(value):
+        raise ValueError(f"{value!r} must match [A-Za-z0-9_-]+")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Model):
+    url: str = "mqtt://127.0.0.1:1883"
+    prefix: str = "streamer"
+    qos: Literal[0, 1, 2] = 1
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    client_id: str | None = None
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    outbox_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    stats_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v == "embedded":
+            return v
+        u = urlparse(v)
+        if u.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"unsupported scheme {u.scheme!r} (use mqtt://, mqtts:// or embedded)")
+        if not u.hostname:
+            raise ValueError("no host in the URL")
+        try:
+            u.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(f"bad port: {e}") from None
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"{v!r} is not a valid topic prefix")
+        return v
+
+    @field_validator("password_file", "ca_file")
+    @classmethod
+    def _exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> MqttConfig:
+        if self.ca_file is not None and not self.url.startswith("mqtts://"):
+            raise ValueError("ca_file needs an mqtts:// url")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlparse(self.url)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("mqtts://")
+
+    def password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return os.environ.get("STREAMER_MQTT_PASSWORD")
+
+
+class WindowConfig(_Model):
+    length: Annotated[float, Field(gt=0, le=60)] = 2.0
+    hop: Annotated[float, Field(gt=0, le=60)] = 0.5
+    max_delay: Annotated[float, Field(ge=0, le=60)] = 0.5
+
+    @model_validator(mode="after")
+    def _multiple(self) -> WindowConfig:
+        if self.hop > self.length:
+            raise ValueError("hop must not exceed length")
+        k = self.length / self.hop
+        if abs(k - round(k)) > 1e-9:
+            raise ValueError("length must be a whole multiple of hop")
+        return self
+
+    @property
+    def length_ns(self) -> int:
+        return round(self.length * 1e9)
+
+    @property
+    def hop_ns(self) -> int:
+        return round(self.hop * 1e9)
+
+    @property
+    def max_delay_ns(self) -> int:
+        return round(self.max_delay * 1e9)
+
+
+class ModelConfig(_Model):
+    checkpoint: Path | None = None
+    device: str = "auto"
+    max_batch: Annotated[int, Field(ge=1, le=1024)] = 16
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda|cuda:\d+)$", v):
+            raise ValueError(f"{v!r} is not auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _ckpt(cls, v: Path | None) -> Path | None:
+        if v is not None and not (v / "config.json").is_file():
+            raise ValueError(f"not a checkpoint directory (no config.json): {v}")
+        return v
+
+
+def _check_url(v: str | None, schemes: tuple[str, ...]) -> str | None:
+    if v is None:
+        return None
+    if v == "webrtc":
+        raise ValueError("webrtc ingest is not available yet")
+    scheme = v.split(":", 1)[0] if ":" in v else ""
+    if scheme not in schemes:
+        raise ValueError(f"unsupported scheme {scheme!r}" if scheme else f"not a URL: {v!r}")
+    if scheme == "file":
+        path = urlparse(v).path
+        if not path.startswith("/"):
+            raise ValueError(f"file:// needs an absolute path, got {v!r}")
+        if not Path(path).is_file():
+            raise ValueError(f"file not found: {path}")
+    elif scheme == "v4l2":
+        if not urlparse(v).path.startswith("/dev/"):
+            raise ValueError(f"expected v4l2:///dev/videoN, got {v!r}")
+    elif scheme == "mic":
+        if not v[4:]:
+            raise ValueError("expected mic:default, mic:<name> or mic:<index>")
+    elif scheme not in ("synthetic",) and not urlparse(v).netloc:
+        raise ValueError(f"no host in {v!r}")
+    return v
+
+
+class StreamConfig(_Model):
+    id: str
+    video: str | None = None
+    audio: str | None = None
+    text: list[str] | None = None
+    realtime: bool = True
+    loop: bool = False
+
+    _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+
+    @field_validator("video")
+    @classmethod
+    def _video(cls, v: str | None) -> str | None:
+        return _check_url(v, VIDEO_SCHEMES)
+
+    @field_validator("audio")
+    @classmethod
+    def _audio(cls, v: str | None) -> str | None:
+        return _check_url(v, AUDIO_SCHEMES)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: list[str] | None) -> list[str] | None:
+        for i, t in enumerate(v or []):
+            if not t or "#" in t or "+" in t:
+                raise ValueError(f"[{i}] {t!r} is not a topic name (no wildcards)")
+        return v
+
+    @model_validator(mode="after")
+    def _some_input(self) -> StreamConfig:
+        if self.video is None and self.audio is None and not self.text and self.text is not None:
+            raise ValueError("a stream needs video, audio or text")
+        for name in ("realtime", "loop"):
+            if name in self.model_fields_set and not self._is_file():
+                raise ValueError(f"{name} applies to file:// sources only")
+        return self
+
+    def _is_file(self) -> bool:
+        return any(u is not None and u.startswith("file:") for u in (self.video, self.audio))
+
+    def text_topics(self, prefix: str, node: str) -> list[str]:
+        return list(self.text) if self.text is not None else [f"{prefix}/{node}/{self.id}/text"]
+
+    @property
+    def shared_container(self) -> bool:
+        return self.video is not None and self.video == self.audio
+
+
+class Config(_Model):
+    node: str = Field(default_factory=lambda: _default_node())
+    mqtt: MqttConfig = MqttConfig()
+    window: WindowConfig = WindowConfig()
+    model: ModelConfig = ModelConfig()
+    streams: Annotated[list[StreamConfig], Field(min_length=1)]
+    shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _node = field_validator("node")(classmethod(lambda cls, v: _check_id(v)))
+
+    @field_validator("streams")
+    @classmethod
+    def _unique(cls, v: list[StreamConfig]) -> list[StreamConfig]:
+        seen: set[str] = set()
+        for i, s in enumerate(v):
+            if s.id in seen:
+                raise ValueError(f"[{i}].id: duplicate stream id {s.id!r}")
+            seen.add(s.id)
+        return v
+
+
+def _default_node() -> str:
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])
+    return name or "node"
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _one_line(e: ValidationError) -> ConfigError:
+    err = e.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required"
+    # a validator's message may itself start with a sub-path like "[1].id: ..."
+    name = _field_name(loc)
+    if msg.startswith("[") and "]" in msg:
+        sub, _, rest = msg.partition(": ")
+        if rest:
+            name, msg = name + sub, rest
+    return ConfigError(name or "config", msg.replace("\n", " "))
+
+
+def parse_config(data: Any) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("config", "expected a mapping at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _one_line(e) from None
+
+
+def _apply_set(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError("--set", f"expected dotted.key=value, got {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        idx: int | str = int(part) if part.isdigit() else part
+        if isinstance(node, list):
+            if not isinstance(idx, int) or idx >= len(node):
+                raise ConfigError("--set", f"{key}: no such list element {part!r}")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError("--set", f"{key}: {'.'.join(parts[:i])} is not a mapping")
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {p}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("config", f"invalid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", "expected a mapping at the top level")
+    for s in overrides:
+        _apply_set(data, s)
+    return parse_config(data)
