@@ -1,0 +1,164 @@
+"""Checkpoints: a directory of ``model.safetensors`` (weights only) and ``config.json``.
+
+Loading goes through safetensors only (nothing is unpickled) and checks every tensor's name
+and shape against the architecture the spec describes; any problem is a one-line
+``CheckpointFormatError``. ``config.json``::
+
+    {"format": "streamer.checkpoint/1", "name": ..., "spec": ModelSpec.to_dict(),
+     "trained": bool, "metrics": {...}, "version": "sha256:<digest of model.safetensors>",
+     "architecture": {...}, "preprocessing": {...}, ...extra}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.fusion import FusionModel
+from models.spec import ModelSpec
+
+FORMAT = "streamer.checkpoint/1"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+_RESERVED = ("format", "name", "spec", "trained", "metrics", "version", "architecture")
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint directory that cannot be loaded; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    name: str
+    version: str  # "sha256:<hex>" of model.safetensors
+    spec: ModelSpec
+    trained: bool
+    config: dict[str, Any]  # the raw config.json
+
+
+def default_checkpoint_dir() -> Path:
+    """The shipped reference checkpoint, ``models/reference/``."""
+    return Path(__file__).resolve().parent / "reference"
+
+
+def _digest(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_checkpoint(
+    model: FusionModel,
+    directory: str | Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    trained: bool = False,
+) -> CheckpointInfo:
+    """Write ``model`` to ``directory`` (created if needed); ``extra`` adds top-level keys."""
+    clash = sorted(set(extra or {}) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"extra may not set reserved config keys: {clash}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(out / WEIGHTS), metadata={"format": FORMAT})
+    spec = model.spec
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "trained": trained,
+        "metrics": dict(metrics or {}),
+        "version": _digest(out / WEIGHTS),
+        "architecture": {
+            "class": "models.fusion.FusionModel",
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "preprocessing": {
+            "video": f"RGB uint8 [{spec.image_size}, {spec.image_size}, 3], {spec.fps} fps",
+            "audio": (
+                f"mono float32 at {spec.audio_rate} Hz, {spec.segment_samples}-sample "
+                f"segments, log-mel {spec.n_mels} bands, n_fft 400, hop 160"
+            ),
+            "text": f"UTF-8 bytes + 1, truncated to {spec.text_max_bytes} bytes",
+        },
+        **(extra or {}),
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+    return CheckpointInfo(spec.name, config["version"], spec, trained, config)
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise CheckpointFormatError(f"checkpoint directory not found: {directory}")
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise CheckpointFormatError(f"checkpoint {directory} has no {name}")
+    try:
+        config = json.loads((directory / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointFormatError(f"{directory / CONFIG}: not valid JSON ({msg})") from e
+    if not isinstance(config, dict):
+        raise CheckpointFormatError(f"{directory / CONFIG}: expected a JSON object")
+    if config.get("format") != FORMAT:
+        raise CheckpointFormatError(
+            f"{directory / CONFIG}: unknown format {config.get('format')!r} (expected {FORMAT})"
+        )
+    return config
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointFormatError(f"{path}: not a readable safetensors file ({msg})") from e
+
+
+def load_checkpoint(
+    directory: str | Path, device: torch.device | str = "cpu"
+) -> tuple[FusionModel, CheckpointInfo]:
+    """The model (in eval mode, on ``device``) and its info; ``CheckpointFormatError`` if bad."""
+    root = Path(directory)
+    config = _read_config(root)
+    try:
+        spec = ModelSpec.from_dict(dict(config["spec"]))
+        name, trained = str(config.get("name", spec.name)), bool(config.get("trained", False))
+        version = str(config["version"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointFormatError(f"{root / CONFIG}: bad or missing field ({e})") from e
+    actual = _digest(root / WEIGHTS)
+    if version != actual:
+        raise CheckpointFormatError(
+            f"{root / WEIGHTS} does not match config.json (version {version}, file {actual})"
+        )
+    weights = _read_weights(root / WEIGHTS)
+    try:
+        model = FusionModel(spec)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointFormatError(f"{root / CONFIG}: spec builds no model ({e})") from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unknown = sorted(set(weights) - set(expected))
+    if missing or unknown:
+        raise CheckpointFormatError(
+            f"{root / WEIGHTS}: missing tensors {missing[:3]}, unexpected {unknown[:3]}"
+        )
+    for key, want in expected.items():
+        got = weights[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointFormatError(
+                f"{root / WEIGHTS}: tensor {key} is {got.dtype} {tuple(got.shape)}, "
+                f"expected {want.dtype} {tuple(want.shape)}"
+            )
+    model.load_state_dict(weights, strict=True)
+    model.to(device).eval()
+    return model, CheckpointInfo(name, version, spec, trained, config)

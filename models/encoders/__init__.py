@@ -1,0 +1,11 @@
+"""Per-modality encoders: one item (frame, audio segment, text event) -> one ``[D]`` vector.
+
+Each encoder treats the items of a batch independently (no batch statistics), so an item's
+embedding does not depend on what it was batched with; incremental inference relies on it.
+"""
+
+from models.encoders.audio import AudioEncoder
+from models.encoders.text import TextEncoder
+from models.encoders.video import VideoEncoder
+
+__all__ = ["AudioEncoder", "TextEncoder", "VideoEncoder"]

@@ -1,0 +1,51 @@
+"""Per-frame CNN.
+
+Shapes: N frames, H x W pixels, 3 RGB channels, D = d_model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_CHANNELS = (16, 32, 64, 128)
+_MEAN = 0.5
+_STD = 0.25
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
+        nn.GroupNorm(min(8, c_out // 4), c_out),
+        nn.GELU(),
+    )
+
+
+class VideoEncoder(nn.Module):
+    """uint8 ``[N, H, W, 3]`` -> ``[N, D]``.
+
+    Scales to [0, 1] and normalises inside, then four stride-2 3x3 conv blocks
+    (GroupNorm, GELU), a global average pool and a linear projection. Any H, W works.
+    """
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c_in = 3
+        for c_out in _CHANNELS:
+            blocks.append(_block(c_in, c_out))
+            c_in = c_out
+        self.convs = nn.Sequential(*blocks)
+        self.proj = nn.Linear(c_in, d_model)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.dim() != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"VideoEncoder expects [N, H, W, 3], got {tuple(frames.shape)}")
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"VideoEncoder expects uint8 frames, got {frames.dtype}")
+        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W] in [0, 1]
+        x = (x - _MEAN) / _STD
+        x = self.convs(x)  # [N, C, H / 16, W / 16]
+        pooled = x.mean(dim=(2, 3))  # [N, C]
+        out: torch.Tensor = self.proj(pooled)  # [N, D]
+        return out

@@ -1,0 +1,182 @@
+"""The fusion model: three encoders, one token per item, a small transformer over a window.
+
+Shapes: B windows, Tv video slots, Ta audio segments, Tt text events, L text bytes,
+H x W x 3 frames, S = ``spec.segment_samples``, D = ``spec.d_model``, C = ``len(spec.labels)``.
+Tv and Ta follow from the window length (``length * fps`` and ``length / audio_segment``);
+nothing here fixes them.
+
+Token layout of a window: ``[CLS] + Tv video + Ta audio + Tt text``. Each token is its
+embedding + a modality embedding + a learned embedding of its time bucket
+``floor(t * fps)`` (clipped to ``[0, max_positions - 1]``), where t is seconds from the window
+start: video slot i at ``(i + 0.5) / fps``, audio segment j at ``(j + 0.5) * audio_segment``,
+a text event at its own offset. Missing items are masked out of attention; CLS never is,
+so a window with nothing present still gives finite logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.encoders import AudioEncoder, TextEncoder, VideoEncoder
+from models.spec import ModelSpec
+
+_CLS, _VIDEO, _AUDIO, _TEXT = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class FullBatch:
+    """Raw inputs of B windows; ``*_mask`` is True where the item is present."""
+
+    video: torch.Tensor  # uint8 [B, Tv, H, W, 3]
+    video_mask: torch.Tensor  # bool [B, Tv]
+    audio: torch.Tensor  # float32 [B, Ta, S]
+    audio_mask: torch.Tensor  # bool [B, Ta]
+    text_ids: torch.Tensor  # int64 [B, Tt, L]
+    text_lengths: torch.Tensor  # int64 [B, Tt]
+    text_mask: torch.Tensor  # bool [B, Tt]
+    text_pos_s: torch.Tensor  # float32 [B, Tt], seconds from the window start
+
+    def to(self, device: torch.device | str) -> FullBatch:
+        return FullBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def recent_text_mask(mask: torch.Tensor, pos_s: torch.Tensor, keep: int) -> torch.Tensor:
+    """``mask`` [B, Tt] narrowed to the ``keep`` most recent present events of each row.
+
+    Most recent = largest ``pos_s``; among equal times the later index wins.
+    """
+    if mask.shape[1] <= keep:
+        return mask
+    score = torch.where(mask, pos_s, torch.full_like(pos_s, -torch.inf)).flip(1)  # [B, Tt]
+    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, Tt]
+    top = mask.shape[1] - 1 - order[:, :keep]  # [B, keep], indices into the unflipped row
+    chosen = torch.zeros_like(mask).scatter_(1, top, True)
+    return mask & chosen
+
+
+def _encode_present(
+    encode: Callable[..., torch.Tensor], mask: torch.Tensor, d_model: int, *items: torch.Tensor
+) -> torch.Tensor:
+    """``encode`` on the present items only: ``[B, T, ...]`` -> ``[B, T, D]``, zeros if absent."""
+    b, t = mask.shape
+    flat = mask.reshape(b * t)
+    out = items[0].new_zeros((b * t, d_model), dtype=torch.float32)
+    if bool(flat.any()):
+        picked = [x.reshape(b * t, *x.shape[2:])[flat] for x in items]
+        out = out.index_put((flat,), encode(*picked).to(out.dtype))
+    return out.reshape(b, t, d_model)
+
+
+class FusionModel(nn.Module):
+    """Encoders + transformer fusion; ``forward(FullBatch) -> logits [B, C]``."""
+
+    def __init__(self, spec: ModelSpec, *, dropout: float = 0.1, layers: int = 2) -> None:
+        super().__init__()
+        self.spec = spec
+        d = spec.d_model
+        self.video_encoder = VideoEncoder(d)
+        self.audio_encoder = AudioEncoder(d, sample_rate=spec.audio_rate, n_mels=spec.n_mels)
+        self.text_encoder = TextEncoder(d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.modality = nn.Embedding(4, d)
+        self.time = nn.Embedding(spec.max_positions, d)
+        nn.init.normal_(self.cls, std=0.02)
+        nn.init.normal_(self.modality.weight, std=0.02)
+        nn.init.normal_(self.time.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            nhead=4,
+            dim_feedforward=2 * d,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.fusion = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, len(spec.labels))
+
+    # -- encoders: one item per row -------------------------------------------------------
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` -> ``[N, D]``."""
+        if frames.shape[0] == 0:
+            return frames.new_zeros((0, self.spec.d_model), dtype=torch.float32)
+        out: torch.Tensor = self.video_encoder(frames)
+        return out
+
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        """float32 ``[N, S]`` -> ``[N, D]``."""
+        if wave.shape[0] == 0:
+            return wave.new_zeros((0, self.spec.d_model), dtype=torch.float32)
+        out: torch.Tensor = self.audio_encoder(wave)
+        return out
+
+    def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids int64 ``[N, L]``, lengths int64 ``[N]`` -> ``[N, D]``."""
+        if ids.shape[0] == 0:
+            return ids.new_zeros((0, self.spec.d_model), dtype=torch.float32)
+        out: torch.Tensor = self.text_encoder(ids, lengths)
+        return out
+
+    # -- fusion ----------------------------------------------------------------------------
+
+    def time_bucket(self, t_s: torch.Tensor) -> torch.Tensor:
+        """Seconds from the window start (any shape) -> int64 time-embedding index."""
+        bucket = torch.floor(t_s.float() * self.spec.fps).long()
+        return bucket.clamp(0, self.spec.max_positions - 1)
+
+    def _slot_times(self, n: int, period_s: float, device: torch.device) -> torch.Tensor:
+        return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) * period_s  # [n]
+
+    def fuse(
+        self,
+        video_emb: torch.Tensor,  # [B, Tv, D]
+        video_mask: torch.Tensor,  # bool [B, Tv], True = present
+        audio_emb: torch.Tensor,  # [B, Ta, D]
+        audio_mask: torch.Tensor,  # bool [B, Ta]
+        text_emb: torch.Tensor,  # [B, Tt, D]
+        text_mask: torch.Tensor,  # bool [B, Tt]
+        text_pos_s: torch.Tensor,  # float32 [B, Tt]
+    ) -> torch.Tensor:
+        """Item embeddings of B windows -> logits ``[B, C]``.
+
+        Of the present text events only the ``max_text_events`` most recent are attended to.
+        """
+        b, tv, _ = video_emb.shape
+        ta, dev = audio_emb.shape[1], video_emb.device
+        text_mask = recent_text_mask(text_mask, text_pos_s, self.spec.max_text_events)
+        tv_s = self._slot_times(tv, 1.0 / self.spec.fps, dev).expand(b, tv)  # [B, Tv]
+        ta_s = self._slot_times(ta, self.spec.audio_segment, dev).expand(b, ta)  # [B, Ta]
+        mod = self.modality.weight  # [4, D]
+        tokens = torch.cat(
+            [
+                (self.cls + mod[_CLS] + self.time.weight[0]).expand(b, 1, -1),
+                video_emb + mod[_VIDEO] + self.time(self.time_bucket(tv_s)),
+                audio_emb + mod[_AUDIO] + self.time(self.time_bucket(ta_s)),
+                text_emb + mod[_TEXT] + self.time(self.time_bucket(text_pos_s)),
+            ],
+            dim=1,
+        )  # [B, 1 + Tv + Ta + Tt, D]
+        present = torch.cat(
+            [torch.ones(b, 1, dtype=torch.bool, device=dev), video_mask, audio_mask, text_mask],
+            dim=1,
+        )  # [B, 1 + Tv + Ta + Tt]
+        x = self.fusion(tokens, src_key_padding_mask=~present)  # [B, 1 + Tv + Ta + Tt, D]
+        logits: torch.Tensor = self.head(self.norm(x[:, 0]))  # [B, C]
+        return logits
+
+    def forward(self, batch: FullBatch) -> torch.Tensor:
+        """Full recompute from raw inputs -> logits ``[B, C]``; what training uses."""
+        d = self.spec.d_model
+        text_mask = recent_text_mask(batch.text_mask, batch.text_pos_s, self.spec.max_text_events)
+        video = _encode_present(self.encode_video, batch.video_mask, d, batch.video)
+        audio = _encode_present(self.encode_audio, batch.audio_mask, d, batch.audio)
+        text = _encode_present(self.encode_text, text_mask, d, batch.text_ids, batch.text_lengths)
+        return self.fuse(
+            video, batch.video_mask, audio, batch.audio_mask, text, text_mask, batch.text_pos_s
+        )

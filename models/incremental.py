@@ -1,0 +1,235 @@
+"""Incremental inference: encode each item once, cache its embedding, fuse every window.
+
+Shapes: B windows per call, Tv / Ta / Tt slots per window (the longest in the call; shorter
+windows are padded and masked), S = ``spec.segment_samples``, D = ``spec.d_model``,
+C = ``len(spec.labels)``.
+
+Called from one worker thread; nothing here locks. Each call encodes only the items whose
+``(session, modality, key)`` is not cached, with one encoder call per modality for all
+windows of the call, then fuses all windows in one batch. The caller guarantees that an
+item's content never changes for a given key.
+
+Cache policy (bounded): every window of a session advances that session's tick, and each
+entry remembers the tick of the last window that used it. After a call, a session's
+entries unused for more than ``max_idle_windows`` of its windows are dropped (a sliding
+window never returns to items it has passed; the grace covers a modality marked missing
+for a window or two), and beyond ``max_entries`` per session the least recently used go.
+At most ``max_sessions`` sessions are kept (least recently used dropped);
+``drop_session`` and ``evict`` free memory explicitly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.fusion import FusionModel
+from models.tokenizer import batch_encode
+from models.windows import WindowInputs
+
+__all__ = ["MODALITIES", "IncrementalFusion", "WindowInputs"]
+
+MODALITIES = ("video", "audio", "text")
+_Key = tuple[str, Hashable]  # (modality, key)
+
+
+@dataclass(slots=True)
+class _Session:
+    tick: int = 0  # windows seen
+    # (modality, key) -> (embedding [D], tick of last use); ordered by last use
+    entries: OrderedDict[_Key, tuple[torch.Tensor, int]] = field(default_factory=OrderedDict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Items of one modality to encode in this call, deduplicated per (session, key)."""
+
+    index: dict[tuple[Hashable, Hashable], int] = field(default_factory=dict)
+    payload: list[object] = field(default_factory=list)
+
+    def add(self, session: Hashable, key: Hashable, payload: object) -> None:
+        if (session, key) not in self.index:
+            self.index[(session, key)] = len(self.payload)
+            self.payload.append(payload)
+
+
+class IncrementalFusion:
+    """``windows -> probabilities [B, C]`` (softmax, on CPU), reusing cached embeddings.
+
+    Moves ``model`` to ``device`` and puts it in eval mode.
+    """
+
+    def __init__(
+        self,
+        model: FusionModel,
+        device: torch.device | str = "cpu",
+        max_entries: int = 4096,
+        *,
+        max_idle_windows: int = 2,
+        max_sessions: int = 1024,
+    ) -> None:
+        if max_entries < 1 or max_idle_windows < 0 or max_sessions < 1:
+            raise ValueError("max_entries and max_sessions must be >= 1, max_idle_windows >= 0")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.spec = model.spec
+        self.max_entries = max_entries
+        self.max_idle_windows = max_idle_windows
+        self.max_sessions = max_sessions
+        self.encoded: dict[str, int] = dict.fromkeys(MODALITIES, 0)
+        self._sessions: OrderedDict[Hashable, _Session] = OrderedDict()
+
+    # -- cache management ------------------------------------------------------------------
+
+    def cache_size(self, session: Hashable | None = None) -> int:
+        """Cached embeddings of one session, or of all sessions."""
+        if session is not None:
+            s = self._sessions.get(session)
+            return 0 if s is None else len(s.entries)
+        return sum(len(s.entries) for s in self._sessions.values())
+
+    @property
+    def session_count(self) -> int:
+        """Sessions with a cache."""
+        return len(self._sessions)
+
+    def evict(self, session: Hashable, keep: Callable[[Hashable], bool]) -> None:
+        """Drop the session's cached items whose key fails ``keep(key)`` (any modality)."""
+        s = self._sessions.get(session)
+        if s is not None:
+            for k in [k for k in s.entries if not keep(k[1])]:
+                del s.entries[k]
+
+    def drop_session(self, session: Hashable) -> None:
+        """Forget everything cached for ``session``."""
+        self._sessions.pop(session, None)
+
+    def _prune(self, touched: set[Hashable]) -> None:
+        for sid in touched:
+            s = self._sessions[sid]
+            oldest_kept = s.tick - self.max_idle_windows
+            while s.entries:
+                _, (_, last) = next(iter(s.entries.items()))
+                if len(s.entries) <= self.max_entries and last >= oldest_kept:
+                    break
+                s.entries.popitem(last=False)
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def _session(self, sid: Hashable) -> _Session:
+        s = self._sessions.get(sid)
+        if s is None:
+            s = self._sessions[sid] = _Session()
+        else:
+            self._sessions.move_to_end(sid)
+        return s
+
+    def _recent_text(self, w: WindowInputs) -> list[tuple[Hashable, str, float]]:
+        """The ``max_text_events`` most recent events, in input order (ties: later wins)."""
+        keep = self.spec.max_text_events
+        if len(w.text) <= keep:
+            return list(w.text)
+        ranked = sorted(range(len(w.text)), key=lambda i: (w.text[i][2], i), reverse=True)
+        return [w.text[i] for i in sorted(ranked[:keep])]
+
+    def _encode(self, modality: str, pending: _Pending) -> torch.Tensor:
+        """The pending items of one modality -> ``[N, D]`` on the device."""
+        n = len(pending.payload)
+        self.encoded[modality] += n
+        m, dev = self.model, self.device
+        if modality == "video":
+            frames = np.stack([np.asarray(p, dtype=np.uint8) for p in pending.payload])
+            return m.encode_video(torch.from_numpy(frames).to(dev))  # [N, D]
+        if modality == "audio":
+            wave = np.stack([np.asarray(p, dtype=np.float32) for p in pending.payload])
+            if wave.shape[1:] != (self.spec.segment_samples,):
+                raise ValueError(
+                    f"audio segments must be [{self.spec.segment_samples}], got {wave.shape[1:]}"
+                )
+            return m.encode_audio(torch.from_numpy(wave).to(dev))  # [N, D]
+        texts = [str(p) for p in pending.payload]
+        ids, lengths = batch_encode(texts, self.spec.text_max_bytes)  # [N, L], [N]
+        return m.encode_text(ids.to(dev), lengths)  # [N, D]
+
+    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+        n_labels, d = len(self.spec.labels), self.spec.d_model
+        if not windows:
+            return torch.empty(0, n_labels)
+        if self.model.training:
+            self.model.eval()
+        with torch.inference_mode():
+            texts = [self._recent_text(w) for w in windows]
+            sessions = [self._session(w.session) for w in windows]
+            # 1. find what is not cached yet
+            pending = {m: _Pending() for m in MODALITIES}
+            for w, s, text in zip(windows, sessions, texts, strict=True):
+                for modality, items in (("video", w.video), ("audio", w.audio)):
+                    for item in items:
+                        if item is not None and (modality, item[0]) not in s.entries:
+                            pending[modality].add(w.session, item[0], item[1])
+                for key, body, _ in text:
+                    if ("text", key) not in s.entries:
+                        pending["text"].add(w.session, key, body)
+            # 2. one encoder call per modality for the whole call
+            fresh = {m: self._encode(m, p) for m, p in pending.items() if p.payload}
+            # 3. gather the embeddings of every slot, touching the cache in window order
+            zero = torch.zeros(d, device=self.device)
+            tv = max(len(w.video) for w in windows)
+            ta = max(len(w.audio) for w in windows)
+            tt = max(len(t) for t in texts)
+            rows: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
+            masks: dict[str, list[bool]] = {m: [] for m in MODALITIES}
+            pos: list[float] = []
+
+            def take(modality: str, sid: Hashable, s: _Session, key: Hashable) -> None:
+                hit = s.entries.get((modality, key))
+                if hit is None:
+                    emb = fresh[modality][pending[modality].index[(sid, key)]]
+                else:
+                    emb = hit[0]
+                    s.entries.move_to_end((modality, key))
+                s.entries[(modality, key)] = (emb, s.tick)
+                rows[modality].append(emb)
+                masks[modality].append(True)
+
+            def pad(modality: str, n: int) -> None:
+                rows[modality].extend([zero] * n)
+                masks[modality].extend([False] * n)
+
+            for w, s, text in zip(windows, sessions, texts, strict=True):
+                s.tick += 1
+                for modality, items, width in (("video", w.video, tv), ("audio", w.audio, ta)):
+                    for item in items:
+                        if item is None:
+                            pad(modality, 1)
+                        else:
+                            take(modality, w.session, s, item[0])
+                    pad(modality, width - len(items))
+                for key, _, offset in text:
+                    take("text", w.session, s, key)
+                    pos.append(float(offset))
+                pad("text", tt - len(text))
+                pos.extend([0.0] * (tt - len(text)))
+            b = len(windows)
+
+            def stacked(modality: str, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+                emb = torch.stack(rows[modality]) if t else zero.new_zeros(b * t, d)
+                mask = torch.tensor(masks[modality], dtype=torch.bool)
+                return emb.view(b, t, d), mask.view(b, t).to(self.device)
+
+            video_emb, video_mask = stacked("video", tv)
+            audio_emb, audio_mask = stacked("audio", ta)
+            text_emb, text_mask = stacked("text", tt)
+            text_pos = torch.tensor(pos, dtype=torch.float32).view(b, tt).to(self.device)
+            logits = self.model.fuse(
+                video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos
+            )  # [B, C]
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+        self._prune({w.session for w in windows})
+        return probs
