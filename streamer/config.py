@@ -51,8 +51,10 @@ class MqttConfig(_Model):
         if v == "embedded":
             return v
         u = urlparse(v)
-        if u.scheme not in ("mqtt", "mqtts"):
+        if u.scheme not in ("mqtt", "mqtts", "embedded"):
             raise ValueError(f"unsupported scheme {u.scheme!r} (use mqtt://, mqtts:// or embedded)")
+        if u.scheme == "embedded" and u.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the embedded broker listens on loopback only")
         if not u.hostname:
             raise ValueError("no host in the URL")
         try:
@@ -89,6 +91,10 @@ class MqttConfig(_Model):
     def port(self) -> int:
         u = urlparse(self.url)
         return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.split(":", 1)[0] == "embedded"
 
     @property
     def tls(self) -> bool:

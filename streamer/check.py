@@ -1,0 +1,37 @@
+"""``streamer check``: validate the config, load the model, open every source once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streamer.clock import NODE_CLOCK
+from streamer.config import load_config
+from streamer.errors import SourceEnded, SourceError
+
+
+async def check(path: str, overrides: list[str], *, timeout: float) -> int:
+    cfg = load_config(path, overrides)  # before the heavy imports: config errors come fast
+    from streamer.inference.model import load_model
+    from streamer.sources.factory import open_sources
+
+    loaded = load_model(cfg.model, cfg.window)
+    print(f"config ok: node {cfg.node}, {len(cfg.streams)} stream(s), broker {cfg.mqtt.url}")
+    print(
+        f"model ok: {loaded.id.name} {loaded.id.version[:19]} on {loaded.device}"
+        + ("" if loaded.trained else " (untrained)")
+    )
+    failed = 0
+    for i, s in enumerate(cfg.streams):
+        for src in open_sources(s, spec=loaded.spec, clock=NODE_CLOCK):
+            what = "+".join(sorted(src.modalities))
+            try:
+                await asyncio.wait_for(src.open(), timeout)
+                item = await asyncio.wait_for(src.recv(), timeout)
+                print(f"streams[{i}] {s.id} {what}: ok ({src.url}, first item {type(item).__name__})")
+            except (SourceError, SourceEnded, TimeoutError) as e:
+                failed += 1
+                problem = str(e) or f"no data within {timeout} s"
+                print(f"streams[{i}] {s.id} {what}: FAILED: {problem}")
+            finally:
+                await src.close()
+    return 2 if failed else 0

@@ -1,0 +1,141 @@
+"""The ``streamer`` command line. Errors are one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from streamer import __version__
+from streamer.errors import StreamerError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("transitions", "amqtt", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+async def _until_signalled(node: object) -> int:
+    from streamer.pipeline.node import Node
+
+    assert isinstance(node, Node)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.stop)
+    return await node.run()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer.config import load_config
+
+    cfg = load_config(args.config, args.set or [])  # config errors before the heavy imports
+    _setup_logging(args.log_level or cfg.log_level)
+    from streamer.pipeline.node import Node
+
+    node = Node(cfg)
+    if not node.loaded.trained:
+        logging.getLogger("streamer").warning(
+            "model %s is untrained: its predictions are not meaningful yet", node.loaded.id.name
+        )
+    return asyncio.run(_until_signalled(node))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from streamer.check import check
+
+    _setup_logging(args.log_level or "warning")
+    return asyncio.run(check(args.config, args.set or [], timeout=args.timeout))
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from streamer.subscribe import subscribe
+
+    _setup_logging(args.log_level or "warning")
+    return asyncio.run(
+        subscribe(args.url, args.prefix, raw=args.json, count=args.count, timeout=args.timeout)
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamer.demo import demo
+
+    _setup_logging(args.log_level or "warning")
+    return asyncio.run(demo(duration=args.duration, streams=args.streams, port=args.port))
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def _streams(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if not 1 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64, got {s}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="streamer", description="Real-time multimodal stream processor.")
+    p.add_argument("--version", action="version", version=f"streamer {__version__}")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a config until SIGINT/SIGTERM or its sources end")
+    r.add_argument("config")
+    r.add_argument("--set", action="append", metavar="dotted.key=value", help="override a key")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate a config and open each source")
+    c.add_argument("config")
+    c.add_argument("--set", action="append", metavar="dotted.key=value")
+    c.add_argument("--timeout", type=_positive_float, default=10.0, help="per source, seconds")
+    c.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("demo", help="embedded broker + live synthetic streams + shipped model")
+    d.add_argument("--duration", type=_positive_float, default=None, help="seconds (default: until Ctrl-C)")
+    d.add_argument("--streams", type=_streams, default=2)
+    d.add_argument("--port", type=int, default=None, help="broker port (default 1883 if free)")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("subscribe", help="print predictions as they arrive")
+    s.add_argument("--url", default="mqtt://127.0.0.1:1883")
+    s.add_argument("--prefix", default="streamer")
+    s.add_argument("--json", action="store_true", help="print the raw JSON")
+    s.add_argument("--count", type=int, default=None, help="exit after this many predictions")
+    s.add_argument("--timeout", type=_positive_float, default=None, help="exit after seconds")
+    s.set_defaults(func=cmd_subscribe)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StreamerError as e:
+        print(f"streamer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Inference: model loading, device choice, and the batched runner off the event loop."""

@@ -1,0 +1,1 @@
+"""The running node: stream workers (sources → aligner) feeding one inference runner."""

@@ -1,0 +1,178 @@
+"""A running node: every stream of a config, one inference runner, the MQTT publisher.
+
+``Node.run()`` returns when every source has ended (after the last window is published
+and the outbox is empty) or when ``stop()`` is called (SIGINT/SIGTERM): then it drains,
+stops the sources, flushes the windows, empties the outbox within ``shutdown_timeout``
+and publishes ``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from streamer.clock import NODE_CLOCK, Clock
+from streamer.config import Config
+from streamer.frames import Modality, TextEvent
+from streamer.inference.model import LoadedModel, load_model
+from streamer.inference.runner import InferenceRunner, Result
+from streamer.pipeline.worker import StreamWorker
+from streamer.predictions import PredictionBuilder, encode, new_run_id
+from streamer.sinks.broker import EmbeddedBroker
+from streamer.sinks.discovery import ha_label_config
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.topics import Topics
+from streamer.sources.factory import open_sources
+from streamer.sources.mqtt_text import MqttTextInput
+from streamer.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, cfg: Config, *, clock: Clock = NODE_CLOCK, loaded: LoadedModel | None = None):
+        self.cfg = cfg
+        self.clock = clock
+        self.run_id = new_run_id()
+        self.loaded = loaded or load_model(cfg.model, cfg.window)
+        self.stats = Stats([s.id for s in cfg.streams])
+        self._stop = asyncio.Event()
+        self.published = 0
+        self.undelivered = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def _broker(self) -> AsyncIterator[Config]:
+        """An embedded broker when ``mqtt.url`` is ``embedded``; the config pointed at it."""
+        if not self.cfg.mqtt.embedded:
+            yield self.cfg
+            return
+        port = None if self.cfg.mqtt.url == "embedded" else self.cfg.mqtt.port
+        async with EmbeddedBroker(port=port) as broker:
+            log.info("embedded MQTT broker on %s", broker.url)
+            mqtt = self.cfg.mqtt.model_copy(update={"url": broker.url})
+            yield self.cfg.model_copy(update={"mqtt": mqtt})
+
+    async def run(self) -> int:
+        from models.incremental import IncrementalFusion
+
+        async with self._broker() as cfg:
+            topics = Topics(cfg.mqtt.prefix, cfg.node)
+            spec = self.loaded.spec
+            builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
+            cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
+            fusion = IncrementalFusion(self.loaded.model, device=self.loaded.device)
+            publisher = MqttPublisher(cfg.mqtt, topics, client_id=cid)
+
+            def status(stream: str, modality: Modality, online: bool) -> None:
+                publisher.set_retained(
+                    topics.status(stream, modality), "online" if online else "offline"
+                )
+
+            async def on_result(r: Result) -> None:
+                now = self.clock.now_ns()
+                payload = builder.build(r.window, r.probs, inference_ms=r.inference_ms, now_ns=now)
+                publisher.enqueue(topics.prediction(r.window.stream), encode(payload), cfg.mqtt.qos)
+                if builder.label_changed(r.window.stream, payload["label"]):
+                    publisher.set_retained(topics.label(r.window.stream), payload["label"])
+                st = self.stats[r.window.stream]
+                st.windows_out += 1
+                st.latency_ms.append(payload["latency_ms"]["end_to_publish"])
+                st.inference_ms.append(r.inference_ms)
+                self.published += 1
+
+            async with publisher, InferenceRunner(
+                fusion, spec, cfg.model, on_result, device=self.loaded.device
+            ) as runner:
+                workers: dict[str, StreamWorker] = {}
+                routes: dict[str, str] = {}
+                for s in cfg.streams:
+                    text_topics = s.text_topics(cfg.mqtt.prefix, cfg.node)
+                    for t in text_topics:
+                        routes[t] = s.id
+                    workers[s.id] = StreamWorker(
+                        s,
+                        window=cfg.window,
+                        spec=spec,
+                        clock=self.clock,
+                        sources=open_sources(s, spec=spec, clock=self.clock),
+                        text_topics=text_topics,
+                        runner=runner,
+                        stats=self.stats[s.id],
+                        status=status,
+                    )
+                    publisher.set_retained(
+                        topics.ha_discovery(s.id),
+                        json.dumps(ha_label_config(topics, cfg.node, s.id)),
+                    )
+                    for m in workers[s.id].modalities:
+                        status(s.id, m, False)
+
+                def on_text(ev: TextEvent) -> None:
+                    w = workers.get(ev.stream)
+                    if w is not None:
+                        w.push_text(ev)
+
+                def on_text_state(connected: bool) -> None:
+                    for w in workers.values():
+                        w.set_text_live(connected)
+
+                text_in = MqttTextInput(
+                    cfg.mqtt,
+                    routes,
+                    clock=self.clock,
+                    on_event=on_text,
+                    on_state=on_text_state,
+                    client_id=f"{cid}-text",
+                )
+                async with text_in:
+                    ended = await self._run_workers(list(workers.values()), publisher)
+                    for sid, counter in text_in.rejected.items():
+                        self.stats[sid].rejected.update(counter)
+                if not ended:
+                    for w in workers.values():
+                        await w.flush()
+                await runner.drain()
+                self.undelivered = await publisher.drain(cfg.shutdown_timeout)
+                for w in workers.values():
+                    for m in w.modalities:
+                        status(w.id, m, False)
+            if self.undelivered:
+                log.error("%d predictions were not delivered before shutdown", self.undelivered)
+        return 0
+
+    async def _run_workers(self, workers: list[StreamWorker], publisher: MqttPublisher) -> bool:
+        """Run the workers until all end (True) or stop() is called (False)."""
+        async with asyncio.TaskGroup() as tg:
+            stats_task = tg.create_task(self._stats_loop(publisher), name="stats")
+            runs = [tg.create_task(w.run(), name=f"stream-{w.id}") for w in workers]
+            stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")  # type: ignore[assignment]
+            pending: set[asyncio.Task[None]] = set(runs)
+            while pending and not stop.done():
+                done, _ = await asyncio.wait([stop, *pending], return_when=asyncio.FIRST_COMPLETED)
+                pending.difference_update(done)
+            ended = not pending
+            for t in (*runs, stop, stats_task):
+                t.cancel()
+        return ended
+
+    async def _stats_loop(self, publisher: MqttPublisher) -> None:
+        topics = publisher.topics
+        interval = self.cfg.mqtt.stats_interval
+        while True:
+            await asyncio.sleep(interval)
+            snap = self.snapshot(interval)
+            publisher.enqueue(topics.stats, json.dumps(snap).encode(), 0)
+
+    def snapshot(self, interval: float) -> dict[str, object]:
+        return {
+            "node": self.cfg.node,
+            "run": self.run_id,
+            "ts": self.clock.now_ns() / 1e9,
+            "streams": self.stats.snapshot(interval),
+        }

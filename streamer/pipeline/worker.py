@@ -1,0 +1,195 @@
+"""One stream: its sources feed its aligner; ready windows go to the inference runner.
+
+One task per source reads items and pushes them into the aligner. A ticker task emits
+windows whose deadline (``end + max_delay``) passes while the sources are silent. Both
+poll and submit under one lock, so windows leave in start order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from models.spec import ModelSpec
+from streamer.align.aligner import StreamAligner
+from streamer.clock import Clock
+from streamer.config import StreamConfig, WindowConfig
+from streamer.errors import SourceEnded, SourceError, SourceOpenError
+from streamer.frames import Modality, TextEvent, Window, modality_of
+from streamer.inference.runner import InferenceRunner
+from streamer.pipeline.backoff import Backoff
+from streamer.sources.base import Source
+from streamer.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+StatusFn = Callable[[str, Modality, bool], None]
+
+
+def configured_modalities(cfg: StreamConfig, text_topics: Sequence[str]) -> list[Modality]:
+    mods: list[Modality] = []
+    if cfg.video is not None:
+        mods.append("video")
+    if cfg.audio is not None:
+        mods.append("audio")
+    if text_topics:
+        mods.append("text")
+    return mods
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        *,
+        window: WindowConfig,
+        spec: ModelSpec,
+        clock: Clock,
+        sources: Sequence[Source],
+        text_topics: Sequence[str],
+        runner: InferenceRunner,
+        stats: StreamStats,
+        status: StatusFn,
+    ) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self._clock = clock
+        self._sources = list(sources)
+        self._runner = runner
+        self._stats = stats
+        self._status = status
+        self.modalities = configured_modalities(cfg, text_topics)
+        self.aligner = StreamAligner(
+            cfg.id,
+            length_ns=window.length_ns,
+            hop_ns=window.hop_ns,
+            max_delay_ns=window.max_delay_ns,
+            fps=spec.fps,
+            audio_rate=spec.audio_rate,
+            modalities=self.modalities,
+        )
+        # A stream paced by the wall clock drops under overload; an unpaced replay waits.
+        self.realtime = any(s.live for s in self._sources) or not self._sources
+        self._text_live = False
+        self._lock = asyncio.Lock()
+        self._poke = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._open_sources = len(self._sources)
+        if "text" in self.modalities:
+            self.aligner.set_live("text", False)
+
+    # -- text comes from the MQTT input, on the loop -------------------------------------
+    def push_text(self, event: TextEvent) -> None:
+        if "text" not in self.modalities:
+            return
+        self._stats.count_in("text")
+        self.aligner.push(event)
+        self._poke.set()
+
+    def set_text_live(self, live: bool) -> None:
+        if "text" not in self.modalities:
+            return
+        self._text_live = live
+        # Text gates windows only where time is the wall clock's; an unpaced replay
+        # runs ahead of it, and text simply joins the windows still open.
+        self.aligner.set_live("text", live and self.realtime)
+        self._status(self.id, "text", live)
+
+    # -- the tasks -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Until every source has ended and the last window is handed over."""
+        async with asyncio.TaskGroup() as tg:
+            for i, src in enumerate(self._sources):
+                tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
+            tg.create_task(self._tick(), name=f"{self.id}-ticker")
+
+    async def flush(self) -> None:
+        """Shutdown: hand over every window still holding data."""
+        async with self._lock:
+            await self._submit(self.aligner.flush())
+
+    async def _read(self, src: Source) -> None:
+        backoff = Backoff()
+        try:
+            while True:
+                try:
+                    await src.open()
+                except SourceOpenError as e:
+                    self._stats.errors += 1
+                    log.error("stream %s: %s", self.id, e)
+                    if not src.live:
+                        return
+                    await asyncio.sleep(backoff.next())
+                    continue
+                for m in src.modalities:
+                    self._status(self.id, m, True)
+                try:
+                    await self._pump(src, backoff)
+                    return
+                except SourceError as e:
+                    self._stats.errors += 1
+                    log.warning("stream %s: %s; reopening", self.id, e)
+                    for m in src.modalities:
+                        self._status(self.id, m, False)
+                    await src.close()
+                    await asyncio.sleep(backoff.next())
+        finally:
+            await src.close()
+            for m in src.modalities:
+                self._status(self.id, m, False)
+                self.aligner.end(m)
+            self._source_done()
+
+    async def _pump(self, src: Source, backoff: Backoff) -> None:
+        first = True
+        while True:
+            try:
+                item = await src.recv()
+            except SourceEnded:
+                return
+            if first:
+                backoff.reset()
+                first = False
+            self._stats.count_in(modality_of(item))
+            async with self._lock:
+                self.aligner.push(item)
+                now = self._clock.now_ns()
+                if self._text_live and self.realtime:
+                    self.aligner.heartbeat("text", now)
+                await self._submit(self.aligner.poll(now))
+            self._poke.set()
+
+    def _source_done(self) -> None:
+        self._open_sources -= 1
+        if self._open_sources <= 0:
+            if "text" in self.modalities:
+                self.aligner.end("text")
+            self._ended.set()
+            self._poke.set()
+
+    async def _tick(self) -> None:
+        while True:
+            async with self._lock:
+                self._poke.clear()
+                now = self._clock.now_ns()
+                if self._text_live and self.realtime:
+                    self.aligner.heartbeat("text", now)
+                await self._submit(self.aligner.poll(now))
+                if self._ended.is_set():
+                    await self._submit(self.aligner.flush())
+                    return
+                deadline = self.aligner.next_deadline_ns()
+            timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
+            try:
+                await asyncio.wait_for(self._poke.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _submit(self, windows: list[Window]) -> None:
+        for w in windows:
+            if self.realtime:
+                if not self._runner.submit_nowait(w):
+                    self._stats.dropped["window"] += 1
+            else:
+                await self._runner.submit(w)

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real Mosquitto on a free loopback port, and the CI rule.
+
+In CI (``CI=true``) a missing real component is a failure, never a skip; elsewhere a
+test that needs one is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = REPO.parent / "shared" / "contract" / "prediction.schema.json"
+
+
+def require_tool(name: str) -> str:
+    """The path of an executable; a skip outside CI, a failure in CI, if it is absent."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed (CI must install it in .ci/run)")
+        pytest.skip(f"{name} is not installed here (outside CI, so skipped)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)  # polling a port that is not up yet
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Mosquitto:
+    port: int
+    conf: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("mosquitto") or "mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+
+def start_mosquitto(tmp: Path, extra: str = "") -> Mosquitto:
+    require_tool("mosquitto")
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
+    )
+    m = Mosquitto(port, conf, None)  # type: ignore[arg-type]
+    m.start()
+    return m
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = start_mosquitto(tmp_path)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture(scope="session")
+def prediction_schema() -> dict[str, object]:
+    import json
+
+    if not SCHEMA.is_file():
+        pytest.fail(f"the contract schema is missing: {SCHEMA}")
+    return dict(json.loads(SCHEMA.read_text()))

@@ -1,0 +1,93 @@
+"""Malformed configs and arguments: exit 2 with one line naming the field, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer.cli import main
+
+GOOD_STREAM = "streams: [{id: s1, video: 'synthetic:pattern'}]\n"
+
+BAD_CONFIGS: list[tuple[str, str, str]] = [
+    # (name, yaml, the field the one-line error must name)
+    ("unsupported scheme", "streams: [{id: s1, video: 'ftp://x/y'}]", "streams[0].video"),
+    ("no streams", "streams: []", "streams"),
+    ("streams missing", "node: a", "streams"),
+    ("bad stream id", "streams: [{id: 'a b', video: 'synthetic:pattern'}]", "streams[0].id"),
+    ("duplicate id", "streams: [{id: a, video: 'synthetic:'}, {id: a, video: 'synthetic:'}]",
+     "streams[1].id"),
+    ("unknown top key", "colour: red\n" + GOOD_STREAM, "colour"),
+    ("unknown nested key", "mqtt: {hots: x}\n" + GOOD_STREAM, "mqtt.hots"),
+    ("bad qos", "mqtt: {qos: 3}\n" + GOOD_STREAM, "mqtt.qos"),
+    ("bad broker scheme", "mqtt: {url: 'http://x'}\n" + GOOD_STREAM, "mqtt.url"),
+    ("hop not dividing", "window: {length: 2.0, hop: 0.3}\n" + GOOD_STREAM, "window"),
+    ("negative delay", "window: {max_delay: -1}\n" + GOOD_STREAM, "window.max_delay"),
+    ("bad device", "model: {device: tpu}\n" + GOOD_STREAM, "model.device"),
+    ("missing file", "streams: [{id: s1, video: 'file:///no/such/clip.mp4'}]", "streams[0].video"),
+    ("relative file", "streams: [{id: s1, video: 'file://clip.mp4'}]", "streams[0].video"),
+    ("loop on a camera", "streams: [{id: s1, video: 'v4l2:///dev/video0', loop: true}]",
+     "streams[0]"),
+    ("bad node", "node: 'my node'\n" + GOOD_STREAM, "node"),
+    ("text wildcard", "streams: [{id: s1, text: ['a/#']}]", "streams[0].text"),
+    ("not a mapping", "- just\n- a list\n", "config"),
+    ("invalid yaml", "streams: [unclosed\n", "config"),
+    ("mic as video", "streams: [{id: s1, video: 'mic:default'}]", "streams[0].video"),
+    ("password file missing", "mqtt: {password_file: /no/such/pw}\n" + GOOD_STREAM,
+     "mqtt.password_file"),
+    ("hop not a model step", "window: {length: 2.0, hop: 0.1}\n" + GOOD_STREAM, "window.hop"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "field"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, field: str
+) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    rc = main(["check", str(cfg)])
+    out, err = capsys.readouterr()
+    assert rc == 2, (name, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"streamer: error: {field}:"), lines[0]
+    assert "Traceback" not in err
+
+
+def test_bad_set_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD_STREAM)
+    assert main(["check", str(cfg), "--set", "window.hop=0.3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "streamer: error: window: length must be a whole multiple of hop"
+    )
+    assert main(["check", str(cfg), "--set", "nonsense"]) == 2
+    assert capsys.readouterr().err.startswith("streamer: error: --set:")
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "/no/such/config.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("streamer: error: config: cannot read /no/such/config.yaml")
+
+
+def test_subprocess_one_line_and_exit_code(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("streams: [{id: s1, video: 'ftp://host/x'}]\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", str(cfg)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip() == "streamer: error: streams[0].video: unsupported scheme 'ftp'"
+
+
+def test_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--streams", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--streams" in err[0]

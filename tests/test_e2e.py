@@ -1,0 +1,129 @@
+"""End to end: ``streamer run`` as a subprocess, a clip made here, a real broker, text
+events from a real client during the run, a real subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from conftest import Mosquitto, free_port, wait_port
+from e2e_helpers import Traffic, check_predictions, collect, start_streamer, write_config
+from media import make_clip
+
+HOP, LENGTH = 0.5, 2.0
+CLIP_S = 5.0
+
+
+def _config(url: str, clip: Path, video_only: Path) -> dict[str, Any]:
+    return {
+        "node": "e2e",
+        "mqtt": {"url": url, "qos": 1, "stats_interval": 1.0},
+        "window": {"length": LENGTH, "hop": HOP, "max_delay": 0.5},
+        "model": {"device": "cpu"},
+        "streams": [
+            {"id": "cam1", "video": f"file://{clip}", "audio": f"file://{clip}"},
+            {"id": "cam2", "video": f"file://{video_only}", "text": []},
+        ],
+    }
+
+
+async def _run_and_collect(
+    cfg_path: Path, port: int, traffic: Traffic, *, wait_broker: bool = False
+) -> tuple[int, str, list[float]]:
+    sent_at: list[float] = []
+    log = cfg_path.with_suffix(".log")
+    proc = await start_streamer(log, "run", str(cfg_path))
+    try:
+        if wait_broker:
+            await asyncio.to_thread(wait_port, port, 60.0)
+        sub = aiomqtt.Client("127.0.0.1", port, identifier="e2e-sub")
+        await sub.__aenter__()
+        watcher = asyncio.create_task(collect(sub, "streamer", "e2e", traffic))
+        await asyncio.wait_for(traffic.online.wait(), 60)
+        async with aiomqtt.Client("127.0.0.1", port, identifier="e2e-text") as pub:
+            # two valid events a second apart, with a malformed one (not UTF-8) between
+            for i, payload in enumerate([b"the digit is seven", b"\xff\xfe\xfa", b"7 again"]):
+                await asyncio.sleep(0.5 if i else 1.5)  # spacing the events in time
+                await pub.publish("streamer/e2e/cam1/text", payload, qos=1)
+                if i != 1:
+                    sent_at.append(time.time())
+        rc = await asyncio.wait_for(proc.wait(), 60)
+        # 'stopped' is published before the process exits; let it reach the subscriber
+        await asyncio.wait_for(traffic.stopped.wait(), 10)
+        watcher.cancel()
+        try:
+            await sub.__aexit__(None, None, None)
+        except aiomqtt.MqttError:
+            pass  # an embedded broker is gone with the process
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return rc, log.read_text(), sent_at
+
+
+def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) -> None:
+    cam1, cam2 = traffic.predictions["cam1"], traffic.predictions["cam2"]
+    check_predictions(cam1, schema, hop=HOP, length=LENGTH)
+    check_predictions(cam2, schema, hop=HOP, length=LENGTH)
+    # a 5 s clip at hop 0.5 and length 2: windows from the first covering one to the last
+    assert len(cam1) >= int(CLIP_S / HOP), len(cam1)
+    for p in cam1:
+        m = p["modalities"]
+        assert m["video"]["present"] and m["audio"]["present"]
+    full = [p for p in cam1 if p["modalities"]["video"]["frames"] == int(LENGTH * 4)]
+    assert full, "no window fully covered by the clip"
+    for p in full:
+        assert p["modalities"]["audio"]["seconds"] == pytest.approx(LENGTH, abs=0.05)
+    for p in cam2:  # video only: audio and text are absent, never invented
+        m = p["modalities"]
+        assert m["video"]["present"] and not m["audio"]["present"]
+        assert m["audio"]["seconds"] == 0 and not m["text"]["present"]
+    # each text event lands in the windows that cover the moment it was sent
+    for t in sent_at:
+        covering = [p for p in cam1 if p["window"]["start"] + 0.1 < t < p["window"]["end"] - 0.1]
+        assert covering, f"no window covers the text sent at {t}"
+        for p in covering:
+            assert p["modalities"]["text"]["present"], p
+    assert any(p["modalities"]["text"]["events"] == 2 for p in cam1)
+    assert all(not p["modalities"]["text"]["present"] for p in cam1 if p["window"]["end"] < sent_at[0] - 0.3)
+    # the malformed event was counted as rejected
+    assert traffic.stats, "no stats message"
+    assert max(s["streams"]["cam1"]["rejected"] for s in traffic.stats) >= 1
+    # retained state at the end
+    assert traffic.available[-1] == "stopped" and "online" in traffic.available
+    assert traffic.retained_last["streamer/e2e/cam1/status/video"] == "offline"
+    assert traffic.retained_last["streamer/e2e/cam1/label"] == cam1[-1]["label"]
+    assert "homeassistant/sensor/e2e_cam1/label/config" in traffic.retained_last
+
+
+async def test_run_file_against_mosquitto(
+    tmp_path: Path, mosquitto: Mosquitto, prediction_schema: dict[str, Any]
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", CLIP_S, audio=True)
+    video_only = make_clip(tmp_path / "video.mp4", CLIP_S, audio=False)
+    cfg = write_config(tmp_path / "cfg.yaml", _config(mosquitto.url, clip, video_only))
+    traffic = Traffic()
+    rc, stderr, sent_at = await _run_and_collect(cfg, mosquitto.port, traffic)
+    assert rc == 0, stderr
+    _assert_run(traffic, prediction_schema, sent_at)
+
+
+async def test_run_file_through_embedded_broker(
+    tmp_path: Path, prediction_schema: dict[str, Any]
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", CLIP_S, audio=True)
+    video_only = make_clip(tmp_path / "video.mp4", CLIP_S, audio=False)
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "cfg.yaml", _config(f"embedded://127.0.0.1:{port}", clip, video_only)
+    )
+    traffic = Traffic()
+    rc, stderr, sent_at = await _run_and_collect(cfg, port, traffic, wait_broker=True)
+    assert rc == 0, stderr
+    _assert_run(traffic, prediction_schema, sent_at)
