@@ -1,0 +1,137 @@
+"""Text events from MQTT topics: a subscriber that reconnects forever.
+
+Each routed topic (``topic -> stream id``) is subscribed with QoS 1. Every message is
+parsed by :func:`streamer.sources.text.parse_text_event`; a good one goes to ``on_event``,
+a bad one is counted in ``rejected[stream][kind]`` and logged once per stream and kind.
+Nothing a publisher sends can end the loop. Messages on topics with no route are ignored.
+
+The connection loop is the publisher's (:func:`streamer.sinks.mqtt.reconnect_forever`):
+on a lost connection it logs one line, backs off with full jitter and connects again.
+``on_state(True)`` is called once the subscriptions are acknowledged, ``on_state(False)``
+when that connection is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+
+from streamer.clock import Clock
+from streamer.config import MqttConfig
+from streamer.errors import RejectedInput
+from streamer.frames import TextEvent
+from streamer.sinks.mqtt import reconnect_forever
+from streamer.sources.text import MAX_BYTES, parse_text_event
+
+log = logging.getLogger(__name__)
+
+
+class MqttTextInput:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        routes: Mapping[str, str],
+        *,
+        clock: Clock,
+        on_event: Callable[[TextEvent], None],
+        on_state: Callable[[bool], None],
+        client_id: str,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self.cfg = cfg
+        self.routes = dict(routes)
+        self.clock = clock
+        self.client_id = client_id
+        self.max_bytes = max_bytes
+        self._on_event = on_event
+        self._on_state = on_state
+        self.rejected: dict[str, Counter[str]] = {s: Counter() for s in self.routes.values()}
+        self.received: Counter[str] = Counter()  # accepted events per stream
+        self._logged: set[tuple[str, str]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        if self.routes:  # nothing to subscribe to: no connection at all
+            self._runner = self._tg.create_task(
+                reconnect_forever(
+                    self.cfg,
+                    self._session,
+                    client_id=self.client_id,
+                    what=f"mqtt text input {self.client_id}",
+                ),
+                name=f"mqtt-text-{self.client_id}",
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        if self._runner is not None:
+            self._runner.cancel()  # leaves the client's context: a clean DISCONNECT
+        await self._tg.__aexit__(None, None, None)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        up = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                # started first: it is also what notices a lost connection
+                tg.create_task(self._receive(client), name="mqtt-text-receive")
+                await client.subscribe([(topic, 1) for topic in self.routes])
+                up = True
+                self._on_state(True)
+        finally:
+            if up:
+                self._on_state(False)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:  # raises MqttError when disconnected
+            self.handle(message.topic.value, message.payload)
+
+    def handle(self, topic: str, payload: object) -> TextEvent | None:
+        """Route, parse and deliver one message; returns the event, or None if ignored
+        or rejected."""
+        stream = self.routes.get(topic)
+        if stream is None:
+            return None
+        if isinstance(payload, bytes | bytearray):
+            data = bytes(payload)
+        elif payload is None:
+            data = b""
+        else:
+            data = str(payload).encode()
+        try:
+            event = parse_text_event(
+                data, stream=stream, now_ns=self.clock.now_ns(), max_bytes=self.max_bytes
+            )
+        except RejectedInput as e:
+            self._reject(stream, topic, e)
+            return None
+        self.received[stream] += 1
+        self._on_event(event)
+        return event
+
+    def _reject(self, stream: str, topic: str, e: RejectedInput) -> None:
+        self.rejected.setdefault(stream, Counter())[e.kind] += 1
+        if (stream, e.kind) not in self._logged:
+            self._logged.add((stream, e.kind))
+            log.warning(
+                "stream %s: rejected a text event on %s (%s); further %s rejections "
+                "are only counted",
+                stream,
+                topic,
+                e,
+                e.kind,
+            )

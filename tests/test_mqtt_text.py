@@ -1,0 +1,104 @@
+"""MqttTextInput against a real Mosquitto: routing, rejections, state, reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiomqtt
+import pytest
+from conftest import Mosquitto
+
+from streamer.config import MqttConfig
+from streamer.frames import NS, TextEvent
+from streamer.sources.mqtt_text import MqttTextInput
+from streamer.testing import FakeClock
+
+T = 10.0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[TextEvent] = asyncio.Queue()
+        self.states: asyncio.Queue[bool] = asyncio.Queue()
+
+    def on_event(self, ev: TextEvent) -> None:
+        self.events.put_nowait(ev)
+
+    def on_state(self, up: bool) -> None:
+        self.states.put_nowait(up)
+
+    async def event(self) -> TextEvent:
+        return await asyncio.wait_for(self.events.get(), T)
+
+    async def state(self) -> bool:
+        return await asyncio.wait_for(self.states.get(), T)
+
+
+def text_input(url: str, rec: Recorder, clock: FakeClock) -> MqttTextInput:
+    return MqttTextInput(
+        MqttConfig(url=url),
+        {"n/cam1/text": "cam1", "n/cam2/text": "cam2"},
+        clock=clock,
+        on_event=rec.on_event,
+        on_state=rec.on_state,
+        client_id="text-in",
+    )
+
+
+async def test_valid_events_are_routed_and_bad_ones_counted(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="streamer.sources.mqtt_text")
+    rec, clock = Recorder(), FakeClock()
+    async with text_input(mosquitto.url, rec, clock) as inp:
+        assert await rec.state() is True  # subscribed
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
+            ts = clock.now_ns() / NS - 1.5
+            sends = [
+                ("n/cam1/text", b"seven"),
+                ("n/cam1/text", b"x" * 5000),  # oversized
+                ("n/cam1/text", b"\xff\xfe"),  # not_utf8
+                ("n/cam1/text", b"\xff"),  # not_utf8 again: counted, not logged again
+                ("n/cam2/text", b'{"text": "a", "ts": NaN}'),  # bad_field
+                ("n/cam2/text", b'{"text": '),  # malformed_json
+                ("n/cam2/text", b'{"a":' + b"[" * 4000),  # malformed_json, too deep
+                ("n/other/text", b"not routed"),  # ignored
+                ("n/cam2/text", b""),  # empty
+                ("n/cam2/text", json.dumps({"text": "eight", "ts": ts}).encode()),
+                ("n/cam1/text", b"nine"),
+            ]
+            for topic, payload in sends:
+                await pub.publish(topic, payload, qos=1)
+            got = [await rec.event() for _ in range(3)]
+        assert [(e.stream, e.text) for e in got] == [
+            ("cam1", "seven"),
+            ("cam2", "eight"),
+            ("cam1", "nine"),
+        ]
+        assert got[0].pts_ns == clock.now_ns()
+        assert abs(got[1].pts_ns - ts * NS) < 1_000  # ns from the event's ts
+        assert inp.rejected == {
+            "cam1": {"oversized": 1, "not_utf8": 2},
+            "cam2": {"bad_field": 1, "malformed_json": 2, "empty": 1},
+        }
+        assert inp.received == {"cam1": 2, "cam2": 1}
+    assert await rec.state() is False  # the clean exit is a disconnection too
+    logged = [r.getMessage() for r in caplog.records if r.name == "streamer.sources.mqtt_text"]
+    assert len(logged) == 5  # once per stream and kind
+    assert all("\n" not in line for line in logged)
+
+
+async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mosquitto) -> None:
+    rec, clock = Recorder(), FakeClock()
+    async with text_input(mosquitto.url, rec, clock):
+        assert await rec.state() is True
+        mosquitto.stop()
+        assert await rec.state() is False
+        mosquitto.start()
+        assert await rec.state() is True  # subscriptions acknowledged again
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
+            await pub.publish("n/cam2/text", b"back", qos=1)
+            ev = await rec.event()
+        assert (ev.stream, ev.text) == ("cam2", "back")
