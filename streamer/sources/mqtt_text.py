@@ -5,7 +5,7 @@ parsed by :func:`streamer.sources.text.parse_text_event`; a good one goes to ``o
 a bad one is counted in ``rejected[stream][kind]`` and logged once per stream and kind.
 Nothing a publisher sends can end the loop. Messages on topics with no route are ignored.
 
-The connection loop is the publisher's (:func:`streamer.sinks.mqtt.reconnect_forever`):
+The connection loop is the publisher's (:func:`streamer.mqttconn.reconnect_forever`):
 on a lost connection it logs one line, backs off with full jitter and connects again.
 ``on_state(True)`` is called once the subscriptions are acknowledged, ``on_state(False)``
 when that connection is lost.
@@ -26,7 +26,7 @@ from streamer.clock import Clock
 from streamer.config import MqttConfig
 from streamer.errors import RejectedInput
 from streamer.frames import TextEvent
-from streamer.sinks.mqtt import reconnect_forever
+from streamer.mqttconn import reconnect_forever
 from streamer.sources.text import MAX_BYTES, parse_text_event
 
 log = logging.getLogger(__name__)

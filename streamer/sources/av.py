@@ -1,0 +1,401 @@
+"""Files, network streams and V4L2 cameras through PyAV (FFmpeg).
+
+One :class:`AVSource` reads ONE container in ONE demuxer thread and yields both
+:class:`~streamer.frames.VideoFrame` and :class:`~streamer.frames.AudioChunk` when video
+and audio name the same URL; both tracks share one :class:`~.clockmap.PtsMapper`.
+
+    file:///abs/clip.mp4          realtime (paced to the wall clock) or unpaced; loop
+    udp://host:port[?...]         MPEG-TS unless ``format=`` is in the query
+    rtsp://, http(s)://, srt://   with open/read timeouts
+    v4l2:///dev/videoN?size=640x480&fps=30&input_format=mjpeg
+
+The thread owns the container (open, read, close) and hands converted items to the loop
+through a :class:`~.handoff.Handoff`: drop-oldest when live, blocking when an unpaced file
+is read as fast as possible. PyAV's many exception types stop at this boundary and become
+one-line :class:`~streamer.errors.SourceOpenError` / :class:`~streamer.errors.SourceError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
+
+import av
+import av.container
+import numpy as np
+import numpy.typing as npt
+
+from models.spec import ModelSpec
+from streamer.clock import NODE_CLOCK, Clock
+from streamer.errors import SourceError, SourceOpenError
+from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
+from streamer.sources.base import DEFAULT_QUEUE
+from streamer.sources.clockmap import PtsMapper
+from streamer.sources.convert import AudioConverter, video_to_rgb
+from streamer.sources.handoff import Handoff
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("udp", "rtsp", "http", "https", "srt")
+SCHEMES = ("file", "v4l2", *NETWORK_SCHEMES)
+V4L2_PARAMS = {"size": "video_size", "fps": "framerate", "input_format": "input_format"}
+AV_ERRORS: tuple[type[BaseException], ...] = (
+    av.error.FFmpegError,
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+)
+"""What PyAV raises on bad input: InvalidDataError, OSError, EOFError, FFmpegError..."""
+
+
+def _us(seconds: float) -> str:
+    return str(round(seconds * 1_000_000))
+
+
+def v4l2_options(url: str) -> tuple[str, dict[str, str]]:
+    """``v4l2:///dev/video0?size=640x480&fps=30&input_format=mjpeg`` -> (device, options).
+
+    Raises SourceOpenError for an unknown or malformed query parameter.
+    """
+    u = urlparse(url)
+    if u.scheme != "v4l2" or not u.path.startswith("/dev/"):
+        raise SourceOpenError(url, "expected v4l2:///dev/videoN")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(u.query, keep_blank_values=True):
+        if key not in V4L2_PARAMS:
+            known = ", ".join(V4L2_PARAMS)
+            raise SourceOpenError(url, f"unknown option {key!r} (known: {known})")
+        if key == "size":
+            w, sep, h = value.partition("x")
+            if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+                raise SourceOpenError(url, f"size must be WIDTHxHEIGHT, got {value!r}")
+        elif key == "fps":
+            try:
+                ok = float(value) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise SourceOpenError(url, f"fps must be a positive number, got {value!r}")
+        elif not value:
+            raise SourceOpenError(url, f"{key} needs a value")
+        options[V4L2_PARAMS[key]] = value
+    return unquote(u.path), options
+
+
+def network_options(url: str, read_timeout: float) -> tuple[str, str | None, dict[str, str]]:
+    """(target URL, demuxer format or None, PyAV options) for a network URL.
+
+    Timeouts are in MICROSECONDS. udp: MPEG-TS unless the query names ``format=`` (taken
+    out of the URL), a large FIFO that survives overruns; rtsp: interleaved over TCP.
+    """
+    u = urlparse(url)
+    query = parse_qsl(u.query, keep_blank_values=True)
+    fmt: str | None = None
+    target = url  # passed on untouched, except udp's own format= parameter
+    if u.scheme == "udp" and any(k == "format" for k, _ in query):
+        fmt = next(v for k, v in query if k == "format")
+        rest = [(k, v) for k, v in query if k != "format"]
+        target = urlunparse(u._replace(query=urlencode(rest)))
+    options = {"timeout": _us(read_timeout)}
+    if u.scheme == "udp":
+        fmt = fmt or "mpegts"
+        options |= {"fifo_size": "1000000", "overrun_nonfatal": "1"}
+    elif u.scheme == "rtsp":
+        options |= {"rtsp_transport": "tcp"}
+    return target, fmt, options
+
+
+def describe_av_error(e: BaseException, *, timeout: float | None = None) -> str:
+    """One line for a PyAV/FFmpeg exception, without the file name (the URL says it)."""
+    if isinstance(e, av.error.ExitError):
+        return f"no data within {timeout} s" if timeout is not None else "interrupted"
+    if isinstance(e, FileNotFoundError):
+        return "no such file or device"
+    if isinstance(e, av.error.InvalidDataError):
+        return "not a readable media stream (invalid data)"
+    if isinstance(e, av.error.ProtocolNotFoundError):
+        return "protocol not supported by this FFmpeg build"
+    if isinstance(e, av.error.FFmpegError):
+        text = e.strerror or str(e)
+    elif isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())[:200]
+
+
+class AVSource:
+    """A PyAV container read by one demuxer thread; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        video: bool,
+        audio: bool,
+        spec: ModelSpec,
+        clock: Clock = NODE_CLOCK,
+        stream: str = "",
+        realtime: bool = True,
+        loop: bool = False,
+        open_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        queue_size: int = DEFAULT_QUEUE,
+    ) -> None:
+        if not (video or audio):
+            raise ValueError("AVSource needs video, audio or both")
+        self.url = url
+        self.scheme = url.split(":", 1)[0]
+        if self.scheme not in SCHEMES:
+            raise SourceOpenError(url, f"unsupported scheme {self.scheme!r} for AVSource")
+        self.stream = stream
+        self.spec = spec
+        self.clock = clock
+        wanted: set[Modality] = set()
+        if video:
+            wanted.add("video")
+        if audio:
+            wanted.add("audio")
+        self.modalities: frozenset[Modality] = frozenset(wanted)
+        self.is_file = self.scheme == "file"
+        self.realtime = realtime or not self.is_file
+        self.loop = loop and self.is_file
+        self.live = self.realtime  # network, devices and realtime files are paced
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self.queue_size = queue_size
+        self.corrupt = 0  # packets that failed to decode and were skipped
+        self.stale = 0  # live items stamped no later than their predecessor, dropped
+        self._dropped_before = 0  # by the hand-offs of earlier opens
+        self._handoff: Handoff[Item] | None = None
+        self._thread: threading.Thread | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Per-open state: a source may be opened again after close()."""
+        self._stop = threading.Event()
+        self._mapper = PtsMapper(self.clock, live=not self.is_file)
+        self._last_ns: dict[Modality, int] = {}
+        self._video_next: float | None = None  # media time expected for the next frame
+        self._audio_next: float | None = None  # media time of the next audio sample
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped: the oldest when the consumer fell behind, and stale live items."""
+        queued = self._handoff.dropped if self._handoff is not None else 0
+        return self.stale + self._dropped_before + queued
+
+    # --- the event-loop side ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._thread is not None:  # opened before: stop that reader, start afresh
+            await self.close()
+            self._thread = None
+            if self._handoff is not None:
+                self._dropped_before += self._handoff.dropped
+            self._reset()
+        loop = asyncio.get_running_loop()
+        self._handoff = Handoff(self.queue_size, loop=loop, blocking=not self.live)
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"av:{self.url}", daemon=True
+        )
+        self._thread.start()
+        try:
+            # PyAV's own timeouts bound this; the margin only guards against a stuck open.
+            await asyncio.wait_for(asyncio.wrap_future(ready), self.open_timeout + 2.0)
+        except TimeoutError:
+            self._stop.set()
+            raise SourceOpenError(self.url, f"no data within {self.open_timeout} s") from None
+        except BaseException:
+            self._stop.set()
+            self._handoff.close()
+            raise
+
+    async def recv(self) -> Item:
+        if self._handoff is None:
+            raise SourceError(self.url, "recv() before open()")
+        return await self._handoff.get()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._handoff is not None:
+            self._handoff.close()  # unblocks a producer waiting for space
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            # a network read returns within read_timeout; the thread closes the container
+            await asyncio.to_thread(thread.join, self.read_timeout + 1.0)
+            if thread.is_alive():
+                log.warning("%s: demuxer thread still busy after close", self.url)
+
+    # --- the demuxer thread -----------------------------------------------------------
+
+    def _open_container(self) -> av.container.InputContainer:
+        """Open the container (in the demuxer thread); SourceOpenError on failure."""
+        try:
+            if self.is_file:
+                path = unquote(urlparse(self.url).path)
+                if not Path(path).is_file():
+                    raise SourceOpenError(self.url, "no such file")
+                return av.open(path, mode="r")
+            # PyAV's open timeout applies to the open and again to the probe: halve it
+            timeout = (self.open_timeout / 2, self.read_timeout)
+            if self.scheme == "v4l2":
+                device, options = v4l2_options(self.url)
+                if not Path(device).exists():
+                    raise SourceOpenError(self.url, "no such device")
+                return av.open(device, mode="r", format="v4l2", options=options, timeout=timeout)
+            target, fmt, options = network_options(self.url, self.read_timeout)
+            return av.open(target, mode="r", format=fmt, options=options, timeout=timeout)
+        except SourceOpenError:
+            raise
+        except AV_ERRORS as e:
+            raise SourceOpenError(
+                self.url, describe_av_error(e, timeout=self.open_timeout)
+            ) from None
+
+    def _select(
+        self, container: av.container.InputContainer
+    ) -> tuple[av.VideoStream | None, av.AudioStream | None]:
+        if not container.streams:
+            raise SourceOpenError(self.url, "no media streams")
+        vs = container.streams.video[0] if container.streams.video else None
+        aus = container.streams.audio[0] if container.streams.audio else None
+        if "video" in self.modalities and vs is None:
+            raise SourceOpenError(self.url, "no video stream")
+        if "audio" in self.modalities and aus is None:
+            raise SourceOpenError(self.url, "no audio stream")
+        if "video" not in self.modalities:
+            vs = None
+        if "audio" not in self.modalities:
+            aus = None
+        if vs is not None and not self.live:
+            vs.thread_type = "AUTO"  # frame threads add latency: unpaced files only
+        return vs, aus
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        assert self._handoff is not None
+        container: av.container.InputContainer | None = None
+        try:
+            try:
+                container = self._open_container()
+                streams = self._select(container)
+            except SourceOpenError as e:
+                _settle(ready, e)
+                return
+            if not _settle(ready, None) or self._stop.is_set():
+                return
+            while not self._stop.is_set():
+                self._pump(container, *streams)
+                if not self.loop or self._stop.is_set():
+                    break
+                container.close()
+                container = None
+                container = self._open_container()
+                streams = self._select(container)
+                self._mapper.next_pass()
+                self._video_next = self._audio_next = None
+            if not self._stop.is_set():
+                self._handoff.put_end(f"{self.url}: end of file")
+        except SourceError as e:
+            self._handoff.put_error(e)
+        except AV_ERRORS as e:
+            if not self._stop.is_set():
+                log.info("%s: read failed: %r", self.url, e)
+            self._handoff.put_error(
+                SourceError(self.url, describe_av_error(e, timeout=self.read_timeout))
+            )
+        except BaseException as e:  # a bug: never leave recv() waiting forever
+            log.exception("%s: demuxer thread failed", self.url)
+            _settle(ready, SourceOpenError(self.url, f"internal error: {e!r}"))
+            self._handoff.put_error(SourceError(self.url, f"internal error: {e!r}"))
+        finally:
+            if container is not None:
+                container.close()
+
+    def _pump(
+        self,
+        container: av.container.InputContainer,
+        vs: av.VideoStream | None,
+        aus: av.AudioStream | None,
+    ) -> None:
+        """Demux and decode one pass over the container (until EOF or stop)."""
+        converter = AudioConverter(self.spec.audio_rate) if aus is not None else None
+        frame_s = 1.0 / float(vs.average_rate) if vs is not None and vs.average_rate else 0.0
+        selected = [s for s in (vs, aus) if s is not None]
+        for packet in container.demux(*selected):
+            if self._stop.is_set():
+                return
+            try:
+                frames = packet.decode()
+            except (av.error.InvalidDataError, av.error.UndefinedError) as e:
+                self.corrupt += 1
+                log.debug("%s: skipped a packet that failed to decode: %s", self.url, e)
+                continue
+            for frame in frames:
+                if isinstance(frame, av.VideoFrame):
+                    self._video(frame, frame_s)
+                elif isinstance(frame, av.AudioFrame) and converter is not None:
+                    self._audio(converter.convert(frame))
+        if converter is not None and not self._stop.is_set():
+            self._audio(converter.convert(None))
+
+    def _video(self, frame: av.VideoFrame, frame_s: float) -> None:
+        t = frame.time
+        if t is None:
+            t = self._video_next if self._video_next is not None else 0.0
+        self._video_next = t + frame_s
+        ts = self._mapper.map(t, frame_s)
+        if self._is_stale("video", ts):
+            return
+        image = video_to_rgb(frame, self.spec.image_size)
+        self._deliver(VideoFrame(self.stream, ts, image), ts)
+
+    def _audio(self, pieces: list[tuple[float | None, npt.NDArray[np.float32]]]) -> None:
+        rate = self.spec.audio_rate
+        for start, samples in pieces:
+            if start is None:
+                start = self._audio_next if self._audio_next is not None else 0.0
+            seconds = len(samples) / rate
+            self._audio_next = start + seconds
+            ts = self._mapper.map(start, seconds)
+            if self._is_stale("audio", ts):
+                continue
+            chunk = AudioChunk(self.stream, ts, samples, rate)
+            self._deliver(chunk, chunk.end_ns)
+
+    def _is_stale(self, modality: Modality, ts: int) -> bool:
+        """A live item stamped no later than its track's previous one (a burst): drop it."""
+        last = self._last_ns.get(modality)
+        if last is not None and ts <= last:
+            self.stale += 1
+            return True
+        self._last_ns[modality] = ts
+        return False
+
+    def _deliver(self, item: Item, release_ns: int) -> None:
+        """Pace a realtime file (sleep until the item is due), then hand it to the loop."""
+        assert self._handoff is not None
+        if self.is_file and self.realtime:
+            delay = (release_ns - self.clock.now_ns()) / NS
+            if delay > 0 and self._stop.wait(delay):
+                return
+        if not self._handoff.put(item):
+            self._stop.set()  # closed under us: stop reading
+
+
+def _settle(ready: concurrent.futures.Future[None], error: BaseException | None) -> bool:
+    """Resolve the open() future from the thread; False if open() gave up already."""
+    try:
+        if error is None:
+            ready.set_result(None)
+        else:
+            ready.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        return False
+    return True

@@ -1,0 +1,45 @@
+"""The source protocol: what every capture source offers the pipeline.
+
+A source yields already converted items (:class:`~streamer.frames.VideoFrame` at the
+model's size, :class:`~streamer.frames.AudioChunk` at the model's rate) stamped on the
+node clock. Blocking capture (demuxers, PortAudio callbacks) runs in a thread and hands
+items to the event loop through :class:`~streamer.sources.handoff.Handoff`.
+
+Sources never retry: ``open()`` fails with a one-line
+:class:`~streamer.errors.SourceOpenError`, ``recv()`` with a
+:class:`~streamer.errors.SourceError`, and the pipeline reopens a live source with
+jittered backoff. A finite source ends with :class:`~streamer.errors.SourceEnded`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from streamer.frames import Item, Modality
+
+DEFAULT_QUEUE = 64
+"""Items a source buffers between its capture thread and ``recv()``."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    url: str
+    modalities: frozenset[Modality]  # what recv() yields
+    live: bool  # paced by the wall clock (capture devices, network, mic, synthetic, realtime file)
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped because the consumer fell behind (oldest first)."""
+        ...
+
+    async def open(self) -> None:
+        """Start capturing; raises SourceOpenError with a one-line message."""
+        ...
+
+    async def recv(self) -> Item:
+        """The next item; SourceEnded at the end of a finite source, SourceError on failure."""
+        ...
+
+    async def close(self) -> None:
+        """Stop capturing and release the device; safe to call twice or before open()."""
+        ...

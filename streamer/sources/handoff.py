@@ -1,0 +1,141 @@
+"""A bounded hand-off from one producer thread to the event loop.
+
+The producer thread calls :meth:`Handoff.put`; the loop awaits :meth:`Handoff.get`.
+
+* live mode (``blocking=False``): a full queue drops the OLDEST item and counts it in
+  ``dropped``; ``put`` never blocks, so capture never stalls.
+* blocking mode (``blocking=True``, unpaced file replay): ``put`` waits for space, so a
+  file read as fast as possible applies backpressure instead of dropping.
+
+The loop is woken with ``loop.call_soon_threadsafe`` only when the consumer is actually
+waiting, at most one callback per wait. ``put_error``/``put_end`` make ``get`` raise after
+the items already queued; :meth:`close` unblocks a waiting producer and consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from typing import Generic, TypeVar
+
+from streamer.errors import SourceEnded
+
+T = TypeVar("T")
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Handoff(Generic[T]):
+    def __init__(
+        self, maxsize: int, *, loop: asyncio.AbstractEventLoop, blocking: bool = False
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self.blocking = blocking
+        self._loop = loop
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._waiter: asyncio.Future[None] | None = None
+        self._terminal: BaseException | None = None
+        self._closed = False
+        self._dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # --- producer side (any thread) -------------------------------------------------
+
+    def put(self, item: T) -> bool:
+        """Queue ``item``; False if the hand-off is closed or already ended (item discarded)."""
+        with self._lock:
+            if self.blocking:
+                while len(self._items) >= self.maxsize and not self._closed:
+                    self._space.wait()
+            if self._closed or self._terminal is not None:
+                return False
+            if len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self._dropped += 1
+            self._items.append(item)
+            self._wake_locked()
+            return True
+
+    def put_error(self, exc: BaseException) -> None:
+        """``get`` raises ``exc`` once the items queued before it are consumed."""
+        with self._lock:
+            if self._terminal is None:
+                self._terminal = exc
+            self._wake_locked()
+
+    def put_end(self, message: str = "end of stream") -> None:
+        """``get`` raises SourceEnded once the items queued before it are consumed."""
+        self.put_error(SourceEnded(message))
+
+    def _wake_locked(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None  # one callback per wait, never one per item
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    # --- consumer side (the event loop) ---------------------------------------------
+
+    async def get(self) -> T:
+        while True:
+            with self._lock:
+                if self._items:
+                    item = self._items.popleft()
+                    if self.blocking:
+                        self._space.notify()
+                    return item
+                if self._terminal is not None:
+                    raise self._terminal
+                if self._closed:
+                    raise SourceEnded("closed")
+                fut: asyncio.Future[None] = self._loop.create_future()
+                self._waiter = fut
+            try:
+                await fut
+            finally:
+                with self._lock:
+                    if self._waiter is fut:
+                        self._waiter = None
+
+    def close(self) -> None:
+        """Discard queued items, unblock a waiting producer; ``get`` raises SourceEnded."""
+        with self._lock:
+            self._closed = True
+            self._items.clear()
+            self._space.notify_all()
+            waiter = self._waiter
+            self._waiter = None
+        if waiter is not None:
+            if self._loop.is_closed():
+                return
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self._loop:
+                _wake(waiter)
+            else:
+                try:
+                    self._loop.call_soon_threadsafe(_wake, waiter)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass

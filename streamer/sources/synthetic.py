@@ -1,0 +1,245 @@
+"""Deterministic live sources for demos and tests: ``synthetic:`` URLs.
+
+    synthetic:pattern?fps=10&size=320x240&seed=0   video: a square moving over a gradient
+    synthetic:tone?freq=440&seed=0                 audio: a sine tone in 20 ms chunks
+    synthetic:[?...]                               both defaults (whichever is asked for)
+
+Frames are drawn at ``size`` and converted once to the model's size, like a camera's.
+Paced by the wall clock with asyncio, no thread: each item is stamped at its scheduled
+time and :meth:`SyntheticSource.recv` sleeps until that time (until the end of an audio
+chunk, when its last sample would have been captured). A consumer more than ``max_lag_s``
+behind skips items, counted in ``dropped``, as a capture device would.
+
+:func:`scripted_text` is a deterministic sentence generator for demo text events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlparse
+
+import numpy as np
+import numpy.typing as npt
+
+from models.spec import ModelSpec
+from streamer.clock import NODE_CLOCK, Clock
+from streamer.errors import SourceError, SourceOpenError
+from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
+from streamer.sources.convert import rgb_to_frame, video_to_rgb
+
+KINDS: dict[str, frozenset[Modality]] = {
+    "": frozenset({"video", "audio"}),
+    "pattern": frozenset({"video"}),
+    "tone": frozenset({"audio"}),
+}
+PARAMS = ("fps", "size", "freq", "seed")
+CHUNK_S = 0.02
+
+
+def _parse(url: str) -> tuple[str, dict[str, str]]:
+    u = urlparse(url)
+    if u.scheme != "synthetic":
+        raise SourceOpenError(url, "expected a synthetic: URL")
+    kind = u.path.strip("/")
+    if kind not in KINDS:
+        known = ", ".join(k for k in KINDS if k)
+        raise SourceOpenError(url, f"unknown synthetic source {kind!r} (known: {known})")
+    params = dict(parse_qsl(u.query, keep_blank_values=True))
+    for key in params:
+        if key not in PARAMS:
+            raise SourceOpenError(url, f"unknown option {key!r} (known: {', '.join(PARAMS)})")
+    return kind, params
+
+
+def _number(url: str, params: dict[str, str], key: str, default: float) -> float:
+    raw = params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 and not (key == "seed" and value == 0):
+        raise SourceOpenError(url, f"{key} must be a positive number, got {raw!r}")
+    return value
+
+
+class PatternGenerator:
+    """Frame ``i``: a colour gradient with a square moving at a constant velocity."""
+
+    def __init__(self, size: tuple[int, int], fps: float, seed: int) -> None:
+        self.width, self.height = size
+        self.fps = fps
+        rng = np.random.default_rng(seed)
+        w, h = self.width, self.height
+        self.side = max(2, min(w, h) // 4)
+        self.pos0 = rng.uniform(0, 1, size=2) * [w - self.side, h - self.side]
+        angle = rng.uniform(0, 2 * np.pi)
+        speed = 0.5 * min(w, h)  # pixels per second
+        self.velocity = speed * np.array([np.cos(angle), np.sin(angle)])
+        self.colour = rng.integers(128, 256, size=3).astype(np.uint8)
+        gx = np.linspace(0, 255, w, dtype=np.float32)[None, :]
+        gy = np.linspace(0, 255, h, dtype=np.float32)[:, None]
+        tint = rng.uniform(0.3, 1.0, size=3).astype(np.float32)
+        self.background = np.empty((h, w, 3), dtype=np.uint8)
+        self.background[..., 0] = (gx * tint[0]).astype(np.uint8)
+        self.background[..., 1] = (gy * tint[1]).astype(np.uint8)
+        self.background[..., 2] = ((gx + gy) * 0.5 * tint[2]).astype(np.uint8)
+
+    def frame(self, i: int) -> npt.NDArray[np.uint8]:
+        """RGB uint8 [height, width, 3]."""
+        span = np.array([self.width - self.side, self.height - self.side], dtype=np.float64)
+        p = self.pos0 + self.velocity * (i / self.fps)
+        # bounce off the edges: fold the position into [0, span]
+        p = np.abs(np.mod(p, 2 * np.maximum(span, 1)))
+        p = np.where(p > span, 2 * span - p, p)
+        x, y = (int(v) for v in p)
+        img = self.background.copy()
+        img[y : y + self.side, x : x + self.side] = self.colour
+        return img
+
+
+class ToneGenerator:
+    """A phase-continuous sine at ``freq`` Hz, chunk ``j`` = samples [j*n, (j+1)*n)."""
+
+    def __init__(self, freq: float, rate: int, chunk: int, seed: int) -> None:
+        self.freq = freq
+        self.rate = rate
+        self.chunk = chunk
+        self.phase = np.random.default_rng(seed).uniform(0, 2 * np.pi)
+
+    def chunk_at(self, j: int) -> npt.NDArray[np.float32]:
+        n = j * self.chunk + np.arange(self.chunk, dtype=np.float64)
+        return (0.5 * np.sin(2 * np.pi * self.freq * n / self.rate + self.phase)).astype(np.float32)
+
+
+class SyntheticSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        video: bool,
+        audio: bool,
+        spec: ModelSpec,
+        clock: Clock = NODE_CLOCK,
+        stream: str = "",
+        max_lag_s: float = 1.0,
+    ) -> None:
+        if not (video or audio):
+            raise ValueError("SyntheticSource needs video, audio or both")
+        self.url = url
+        self.stream = stream
+        self.spec = spec
+        self.clock = clock
+        self.live = True
+        kind, params = _parse(url)
+        wanted: set[Modality] = set()
+        if video:
+            wanted.add("video")
+        if audio:
+            wanted.add("audio")
+        missing = wanted - KINDS[kind]
+        if missing:
+            raise SourceOpenError(url, f"synthetic:{kind} has no {sorted(missing)[0]}")
+        self.modalities: frozenset[Modality] = frozenset(wanted)
+        self.fps = _number(url, params, "fps", 10.0)
+        size = params.get("size", "320x240")
+        w, sep, h = size.partition("x")
+        if not (sep and w.isdigit() and h.isdigit() and int(w) >= 2 and int(h) >= 2):
+            raise SourceOpenError(url, f"size must be WIDTHxHEIGHT, got {size!r}")
+        self.size = (int(w), int(h))
+        self.freq = _number(url, params, "freq", 440.0)
+        self.seed = int(_number(url, params, "seed", 0))
+        self.max_lag_ns = round(max_lag_s * NS)
+        self.dropped = 0
+        self._pattern = PatternGenerator(self.size, self.fps, self.seed)
+        chunk = max(1, round(CHUNK_S * spec.audio_rate))
+        self._tone = ToneGenerator(self.freq, spec.audio_rate, chunk, self.seed)
+        self._t0: int | None = None
+        self._vi = 0  # next video frame index
+        self._aj = 0  # next audio chunk index
+        self._closed = False
+
+    async def open(self) -> None:
+        """Start (or, after close(), restart) the signal at frame 0, now."""
+        self._t0 = self.clock.now_ns()
+        self._vi = self._aj = 0
+        self._closed = False
+
+    def _video_ns(self, i: int) -> int:
+        assert self._t0 is not None
+        return self._t0 + round(i * NS / self.fps)
+
+    def _audio_ns(self, j: int) -> int:
+        assert self._t0 is not None
+        return self._t0 + j * self._tone.chunk * NS // self._tone.rate
+
+    def _next(self) -> tuple[str, int, int]:
+        """(modality, index, release time) of the next item due."""
+        candidates: list[tuple[int, str, int]] = []
+        if "video" in self.modalities:
+            candidates.append((self._video_ns(self._vi), "video", self._vi))
+        if "audio" in self.modalities:
+            candidates.append((self._audio_ns(self._aj + 1), "audio", self._aj))
+        release, kind, index = min(candidates)
+        return kind, index, release
+
+    def _skip_lag(self) -> None:
+        """A consumer far behind: skip what is older than max_lag, as a device would."""
+        now = self.clock.now_ns()
+        while True:
+            kind, index, release = self._next()
+            if now - release <= self.max_lag_ns:
+                return
+            self.dropped += 1
+            if kind == "video":
+                self._vi += 1
+            else:
+                self._aj += 1
+
+    async def recv(self) -> Item:
+        if self._t0 is None:
+            raise SourceError(self.url, "recv() before open()")
+        if self._closed:
+            raise SourceError(self.url, "closed")
+        self._skip_lag()
+        kind, index, release = self._next()
+        delay = (release - self.clock.now_ns()) / NS
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing to the wall clock, not synchronisation
+        if kind == "video":
+            self._vi += 1
+            image = video_to_rgb(rgb_to_frame(self._pattern.frame(index)), self.spec.image_size)
+            return VideoFrame(self.stream, self._video_ns(index), image)
+        self._aj += 1
+        samples = self._tone.chunk_at(index)
+        return AudioChunk(self.stream, self._audio_ns(index), samples, self._tone.rate)
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_TEMPLATES = (
+    "the number is {w}",
+    "I think it is a {w}",
+    "this looks like {d}",
+    "{w}",
+    "probably {w}, maybe",
+    "digit {d} on screen",
+    "somebody said {w}",
+    "no idea what this is",
+    "that is not a {w2}",
+)
+
+
+def scripted_text(seed: int = 0) -> Iterator[str]:
+    """An endless, deterministic stream of short sentences about digits."""
+    rng = random.Random(seed)
+    while True:
+        d = rng.randrange(10)
+        d2 = (d + rng.randrange(1, 10)) % 10
+        template = rng.choice(_TEMPLATES)
+        yield template.format(w=_DIGITS[d], d=d, w2=_DIGITS[d2])
