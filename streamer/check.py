@@ -9,7 +9,7 @@ from streamer.config import load_config
 from streamer.errors import SourceEnded, SourceError
 
 
-async def check(path: str, overrides: list[str], *, timeout: float) -> int:
+async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
     cfg = load_config(path, overrides)  # before the heavy imports: config errors come fast
     from streamer.inference.model import load_model
     from streamer.sources.factory import open_sources
@@ -25,12 +25,14 @@ async def check(path: str, overrides: list[str], *, timeout: float) -> int:
         for src in open_sources(s, spec=loaded.spec, clock=NODE_CLOCK):
             what = "+".join(sorted(src.modalities))
             try:
-                await asyncio.wait_for(src.open(), timeout)
-                item = await asyncio.wait_for(src.recv(), timeout)
-                print(f"streams[{i}] {s.id} {what}: ok ({src.url}, first item {type(item).__name__})")
+                await asyncio.wait_for(src.open(), per_source_s)
+                item = await asyncio.wait_for(src.recv(), per_source_s)
+                print(
+                    f"streams[{i}] {s.id} {what}: ok ({src.url}, first item {type(item).__name__})"
+                )
             except (SourceError, SourceEnded, TimeoutError) as e:
                 failed += 1
-                problem = str(e) or f"no data within {timeout} s"
+                problem = str(e) or f"no data within {per_source_s} s"
                 print(f"streams[{i}] {s.id} {what}: FAILED: {problem}")
             finally:
                 await src.close()

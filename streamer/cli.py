@@ -58,7 +58,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from streamer.check import check
 
     _setup_logging(args.log_level or "warning")
-    return asyncio.run(check(args.config, args.set or [], timeout=args.timeout))
+    return asyncio.run(check(args.config, args.set or [], per_source_s=args.timeout))
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level or "warning")
     return asyncio.run(
-        subscribe(args.url, args.prefix, raw=args.json, count=args.count, timeout=args.timeout)
+        subscribe(args.url, args.prefix, raw=args.json, count=args.count, seconds=args.timeout)
     )
 
 
@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     d = sub.add_parser("demo", help="embedded broker + live synthetic streams + shipped model")
-    d.add_argument("--duration", type=_positive_float, default=None, help="seconds (default: until Ctrl-C)")
+    d.add_argument(
+        "--duration", type=_positive_float, default=None, help="seconds (default: until Ctrl-C)"
+    )
     d.add_argument("--streams", type=_streams, default=2)
     d.add_argument("--port", type=int, default=None, help="broker port (default 1883 if free)")
     d.set_defaults(func=cmd_demo)

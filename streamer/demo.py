@@ -64,14 +64,27 @@ class _View:
         from rich.table import Table
 
         t = Table(title="streamer demo: latest prediction per stream")
-        for col in ("stream", "seq", "label", "score", "video", "audio", "text", "windows/s",
-                    "inference ms", "end→publish ms"):
+        for col in (
+            "stream",
+            "seq",
+            "label",
+            "score",
+            "video",
+            "audio",
+            "text",
+            "windows/s",
+            "inference ms",
+            "end→publish ms",
+        ):
             t.add_column(col)
         elapsed = max(time.monotonic() - self.t0, 1e-6)
         for sid, p in sorted(self.latest.items()):
             m = p["modalities"]
             t.add_row(
-                sid, str(p["seq"]), p["label"], f"{p['score']:.2f}",
+                sid,
+                str(p["seq"]),
+                p["label"],
+                f"{p['score']:.2f}",
                 f"{m['video']['frames']} fr" if m["video"]["present"] else "missing",
                 f"{m['audio']['seconds']:.2f} s" if m["audio"]["present"] else "missing",
                 f"{m['text']['events']} ev" if m["text"]["present"] else "-",
@@ -87,7 +100,7 @@ async def _watch(port: int, prefix: str, view: _View) -> None:
         await client.subscribe(f"{prefix}/+/+/prediction", qos=0)
         async for msg in client.messages:
             with contextlib.suppress(ValueError, TypeError):
-                view.add(json.loads(bytes(msg.payload)))  # type: ignore[arg-type]
+                view.add(json.loads(bytes(msg.payload)))
 
 
 async def demo(*, duration: float | None, streams: int, port: int | None) -> int:

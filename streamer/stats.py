@@ -5,6 +5,7 @@ The pipeline increments them on the event loop; ``snapshot()`` gives the ``stats
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class StreamStats:
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     _last_frames: Counter[str] = field(default_factory=Counter)
+    _last_t: float = field(default_factory=time.monotonic)
 
     def count_in(self, modality: Modality, n: int = 1) -> None:
         self.frames_in[modality] += n
@@ -47,15 +49,15 @@ class Stats:
     def __getitem__(self, stream: str) -> StreamStats:
         return self.streams[stream]
 
-    def snapshot(self, interval_s: float) -> dict[str, Any]:
-        """Counters since start, and fps over the last ``interval_s`` seconds."""
+    def snapshot(self) -> dict[str, Any]:
+        """Counters since start, and input rates since the previous snapshot."""
         out: dict[str, Any] = {}
+        now = time.monotonic()
         for sid, st in self.streams.items():
-            fps = {
-                m: round((st.frames_in[m] - st._last_frames[m]) / interval_s, 2)
-                for m in MODALITIES
-            }
+            dt = max(now - st._last_t, 1e-3)
+            fps = {m: round((st.frames_in[m] - st._last_frames[m]) / dt, 2) for m in MODALITIES}
             st._last_frames = Counter(st.frames_in)
+            st._last_t = now
             out[sid] = {
                 "fps_in": fps,
                 "frames_in": dict(st.frames_in),

@@ -26,7 +26,7 @@ def format_prediction(p: dict[str, Any]) -> str:
 
 
 async def subscribe(
-    url: str, prefix: str, *, raw: bool, count: int | None, timeout: float | None
+    url: str, prefix: str, *, raw: bool, count: int | None, seconds: float | None
 ) -> int:
     u = urlparse(url)
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
@@ -40,7 +40,7 @@ async def subscribe(
             await client.subscribe(f"{prefix}/+/+/prediction", qos=1)
             async for msg in client.messages:
                 try:
-                    payload = json.loads(bytes(msg.payload))  # type: ignore[arg-type]
+                    payload = json.loads(bytes(msg.payload))
                 except (ValueError, TypeError):
                     continue
                 print(
@@ -52,10 +52,9 @@ async def subscribe(
                     return
 
     try:
-        await asyncio.wait_for(consume(), timeout)
+        await asyncio.wait_for(consume(), seconds)
     except TimeoutError:
         pass
     except aiomqtt.MqttError as e:
         raise BrokerError(f"{url}: {e}") from None
     return 0 if seen or count is None else 1
-

@@ -77,9 +77,7 @@ def start_mosquitto(tmp: Path, extra: str = "") -> Mosquitto:
     require_tool("mosquitto")
     port = free_port()
     conf = tmp / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
-    )
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
     m = Mosquitto(port, conf, None)  # type: ignore[arg-type]
     m.start()
     return m

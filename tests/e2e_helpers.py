@@ -50,7 +50,7 @@ async def _collect(client: aiomqtt.Client, prefix: str, node: str, traffic: Traf
         elif topic == f"{prefix}/{node}/stats":
             traffic.stats.append(json.loads(payload))
         else:
-            traffic.retained_last[topic] = payload.decode()
+            traffic.retained_last[topic] = payload.decode(errors="replace")
             if topic == f"{prefix}/{node}/available":
                 traffic.available.append(payload.decode())
                 if payload == b"online":

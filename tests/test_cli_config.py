@@ -18,8 +18,11 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("no streams", "streams: []", "streams"),
     ("streams missing", "node: a", "streams"),
     ("bad stream id", "streams: [{id: 'a b', video: 'synthetic:pattern'}]", "streams[0].id"),
-    ("duplicate id", "streams: [{id: a, video: 'synthetic:'}, {id: a, video: 'synthetic:'}]",
-     "streams[1].id"),
+    (
+        "duplicate id",
+        "streams: [{id: a, video: 'synthetic:'}, {id: a, video: 'synthetic:'}]",
+        "streams[1].id",
+    ),
     ("unknown top key", "colour: red\n" + GOOD_STREAM, "colour"),
     ("unknown nested key", "mqtt: {hots: x}\n" + GOOD_STREAM, "mqtt.hots"),
     ("bad qos", "mqtt: {qos: 3}\n" + GOOD_STREAM, "mqtt.qos"),
@@ -29,15 +32,21 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("bad device", "model: {device: tpu}\n" + GOOD_STREAM, "model.device"),
     ("missing file", "streams: [{id: s1, video: 'file:///no/such/clip.mp4'}]", "streams[0].video"),
     ("relative file", "streams: [{id: s1, video: 'file://clip.mp4'}]", "streams[0].video"),
-    ("loop on a camera", "streams: [{id: s1, video: 'v4l2:///dev/video0', loop: true}]",
-     "streams[0]"),
+    (
+        "loop on a camera",
+        "streams: [{id: s1, video: 'v4l2:///dev/video0', loop: true}]",
+        "streams[0]",
+    ),
     ("bad node", "node: 'my node'\n" + GOOD_STREAM, "node"),
     ("text wildcard", "streams: [{id: s1, text: ['a/#']}]", "streams[0].text"),
     ("not a mapping", "- just\n- a list\n", "config"),
     ("invalid yaml", "streams: [unclosed\n", "config"),
     ("mic as video", "streams: [{id: s1, video: 'mic:default'}]", "streams[0].video"),
-    ("password file missing", "mqtt: {password_file: /no/such/pw}\n" + GOOD_STREAM,
-     "mqtt.password_file"),
+    (
+        "password file missing",
+        "mqtt: {password_file: /no/such/pw}\n" + GOOD_STREAM,
+        "mqtt.password_file",
+    ),
     ("hop not a model step", "window: {length: 2.0, hop: 0.1}\n" + GOOD_STREAM, "window.hop"),
 ]
 
@@ -79,7 +88,9 @@ def test_subprocess_one_line_and_exit_code(tmp_path: Path) -> None:
     cfg.write_text("streams: [{id: s1, video: 'ftp://host/x'}]\n")
     p = subprocess.run(
         [sys.executable, "-m", "streamer", "run", str(cfg)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 2
     assert p.stderr.strip() == "streamer: error: streams[0].video: unsupported scheme 'ftp'"

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-
 from conftest import Mosquitto, free_port, wait_port
 from e2e_helpers import Traffic, check_predictions, collect, start_streamer, write_config
 from media import make_clip
@@ -76,10 +75,12 @@ def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) 
     for p in cam1:
         m = p["modalities"]
         assert m["video"]["present"] and m["audio"]["present"]
+    # windows inside the clip hold every video slot and the whole 2 s of audio
     full = [p for p in cam1 if p["modalities"]["video"]["frames"] == int(LENGTH * 4)]
-    assert full, "no window fully covered by the clip"
-    for p in full:
-        assert p["modalities"]["audio"]["seconds"] == pytest.approx(LENGTH, abs=0.05)
+    assert len(full) >= 4, [p["modalities"] for p in cam1]
+    inner = full[1:-1]  # the clip's start and end need not fall on the window grid
+    for p in inner:
+        assert p["modalities"]["audio"]["seconds"] == pytest.approx(LENGTH, abs=1e-3)
     for p in cam2:  # video only: audio and text are absent, never invented
         m = p["modalities"]
         assert m["video"]["present"] and not m["audio"]["present"]
@@ -91,7 +92,8 @@ def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) 
         for p in covering:
             assert p["modalities"]["text"]["present"], p
     assert any(p["modalities"]["text"]["events"] == 2 for p in cam1)
-    assert all(not p["modalities"]["text"]["present"] for p in cam1 if p["window"]["end"] < sent_at[0] - 0.3)
+    before = [p for p in cam1 if p["window"]["end"] < sent_at[0] - 0.3]
+    assert all(not p["modalities"]["text"]["present"] for p in before)
     # the malformed event was counted as rejected
     assert traffic.stats, "no stats message"
     assert max(s["streams"]["cam1"]["rejected"] for s in traffic.stats) >= 1

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streamer.sinks.mqtt import Backoff
+from streamer.backoff import Backoff
 from streamer.sinks.outbox import Message, Outbox
 from streamer.sinks.topics import Topics
 

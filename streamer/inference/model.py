@@ -31,14 +31,15 @@ def _multiple(value: float, step: float) -> bool:
 
 def check_window(window: WindowConfig, spec: ModelSpec) -> None:
     """Windows must cut the model's slots evenly: hop a multiple of its step."""
-    if not _multiple(window.hop, spec.step) or not _multiple(1.0 / spec.fps, 1e-9):
+    if not _multiple(window.hop, spec.step):
         raise ConfigError(
             "window.hop", f"{window.hop} s is not a multiple of the model's step ({spec.step} s)"
         )
     slots = round(window.length * spec.fps)
     if slots > spec.max_positions:
         raise ConfigError(
-            "window.length", f"{window.length} s needs {slots} slots; the model has {spec.max_positions}"
+            "window.length",
+            f"{window.length} s needs {slots} slots; the model has {spec.max_positions}",
         )
 
 

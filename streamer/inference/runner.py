@@ -52,7 +52,9 @@ def window_inputs(window: Window, spec: ModelSpec) -> WindowInputs:
         session=window.stream,
         video=[None if f is None else (f.pts_ns, f.image) for f in window.video],
         audio=audio,
-        text=[((e.pts_ns, e.text), e.text, (e.pts_ns - window.start_ns) / NS) for e in window.texts],
+        text=[
+            ((e.pts_ns, e.text), e.text, (e.pts_ns - window.start_ns) / NS) for e in window.texts
+        ],
     )
 
 

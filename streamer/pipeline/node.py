@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from streamer.clock import NODE_CLOCK, Clock
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    def __init__(self, cfg: Config, *, clock: Clock = NODE_CLOCK, loaded: LoadedModel | None = None):
+    def __init__(
+        self, cfg: Config, *, clock: Clock = NODE_CLOCK, loaded: LoadedModel | None = None
+    ):
         self.cfg = cfg
         self.clock = clock
         self.run_id = new_run_id()
@@ -42,6 +45,8 @@ class Node:
         self._stop = asyncio.Event()
         self.published = 0
         self.undelivered = 0
+        self._workers: dict[str, StreamWorker] = {}
+        self._text_in: MqttTextInput | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,10 +91,13 @@ class Node:
                 st.inference_ms.append(r.inference_ms)
                 self.published += 1
 
-            async with publisher, InferenceRunner(
-                fusion, spec, cfg.model, on_result, device=self.loaded.device
-            ) as runner:
-                workers: dict[str, StreamWorker] = {}
+            async with (
+                publisher,
+                InferenceRunner(
+                    fusion, spec, cfg.model, on_result, device=self.loaded.device
+                ) as runner,
+            ):
+                workers = self._workers
                 routes: dict[str, str] = {}
                 for s in cfg.streams:
                     text_topics = s.text_topics(cfg.mqtt.prefix, cfg.node)
@@ -130,14 +138,14 @@ class Node:
                     on_state=on_text_state,
                     client_id=f"{cid}-text",
                 )
+                self._text_in = text_in
                 async with text_in:
-                    ended = await self._run_workers(list(workers.values()), publisher)
-                    for sid, counter in text_in.rejected.items():
-                        self.stats[sid].rejected.update(counter)
+                    ended = await self._run_workers(list(workers.values()), publisher, topics)
                 if not ended:
                     for w in workers.values():
                         await w.flush()
                 await runner.drain()
+                self._publish_stats(publisher, topics)
                 self.undelivered = await publisher.drain(cfg.shutdown_timeout)
                 for w in workers.values():
                     for m in w.modalities:
@@ -146,12 +154,14 @@ class Node:
                 log.error("%d predictions were not delivered before shutdown", self.undelivered)
         return 0
 
-    async def _run_workers(self, workers: list[StreamWorker], publisher: MqttPublisher) -> bool:
+    async def _run_workers(
+        self, workers: list[StreamWorker], publisher: MqttPublisher, topics: Topics
+    ) -> bool:
         """Run the workers until all end (True) or stop() is called (False)."""
         async with asyncio.TaskGroup() as tg:
-            stats_task = tg.create_task(self._stats_loop(publisher), name="stats")
+            stats_task = tg.create_task(self._stats_loop(publisher, topics), name="stats")
             runs = [tg.create_task(w.run(), name=f"stream-{w.id}") for w in workers]
-            stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")  # type: ignore[assignment]
+            stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")
             pending: set[asyncio.Task[None]] = set(runs)
             while pending and not stop.done():
                 done, _ = await asyncio.wait([stop, *pending], return_when=asyncio.FIRST_COMPLETED)
@@ -161,18 +171,26 @@ class Node:
                 t.cancel()
         return ended
 
-    async def _stats_loop(self, publisher: MqttPublisher) -> None:
-        topics = publisher.topics
-        interval = self.cfg.mqtt.stats_interval
+    async def _stats_loop(self, publisher: MqttPublisher, topics: Topics) -> None:
         while True:
-            await asyncio.sleep(interval)
-            snap = self.snapshot(interval)
-            publisher.enqueue(topics.stats, json.dumps(snap).encode(), 0)
+            await asyncio.sleep(self.cfg.mqtt.stats_interval)
+            self._publish_stats(publisher, topics)
 
-    def snapshot(self, interval: float) -> dict[str, object]:
+    def _publish_stats(self, publisher: MqttPublisher, topics: Topics) -> None:
+        publisher.enqueue(topics.stats, json.dumps(self.snapshot()).encode(), 0)
+
+    def snapshot(self) -> dict[str, object]:
+        """The stats message: counters since start, rates since the previous snapshot."""
+        for sid, w in self._workers.items():
+            st = self.stats[sid]
+            st.late = Counter(w.aligner.stats.late)
+            st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())
+            st.dropped["source"] = sum(src.dropped for src in w.sources)
+            if self._text_in is not None:
+                st.rejected = Counter(self._text_in.rejected.get(sid, {}))
         return {
             "node": self.cfg.node,
             "run": self.run_id,
             "ts": self.clock.now_ns() / 1e9,
-            "streams": self.stats.snapshot(interval),
+            "streams": self.stats.snapshot(),
         }

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 
 from models.spec import ModelSpec
 from streamer.align.aligner import StreamAligner
+from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.config import StreamConfig, WindowConfig
 from streamer.errors import SourceEnded, SourceError, SourceOpenError
 from streamer.frames import Modality, TextEvent, Window, modality_of
 from streamer.inference.runner import InferenceRunner
-from streamer.pipeline.backoff import Backoff
 from streamer.sources.base import Source
 from streamer.stats import StreamStats
 
@@ -55,7 +55,7 @@ class StreamWorker:
         self.id = cfg.id
         self.cfg = cfg
         self._clock = clock
-        self._sources = list(sources)
+        self.sources = list(sources)
         self._runner = runner
         self._stats = stats
         self._status = status
@@ -70,12 +70,12 @@ class StreamWorker:
             modalities=self.modalities,
         )
         # A stream paced by the wall clock drops under overload; an unpaced replay waits.
-        self.realtime = any(s.live for s in self._sources) or not self._sources
+        self.realtime = any(s.live for s in self.sources) or not self.sources
         self._text_live = False
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
         self._ended = asyncio.Event()
-        self._open_sources = len(self._sources)
+        self._open_sources = len(self.sources)
         if "text" in self.modalities:
             self.aligner.set_live("text", False)
 
@@ -100,7 +100,7 @@ class StreamWorker:
     async def run(self) -> None:
         """Until every source has ended and the last window is handed over."""
         async with asyncio.TaskGroup() as tg:
-            for i, src in enumerate(self._sources):
+            for i, src in enumerate(self.sources):
                 tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
             tg.create_task(self._tick(), name=f"{self.id}-ticker")
 
@@ -110,7 +110,7 @@ class StreamWorker:
             await self._submit(self.aligner.flush())
 
     async def _read(self, src: Source) -> None:
-        backoff = Backoff()
+        backoff = Backoff(base=0.2, cap=5.0)
         try:
             while True:
                 try:
@@ -120,7 +120,7 @@ class StreamWorker:
                     log.error("stream %s: %s", self.id, e)
                     if not src.live:
                         return
-                    await asyncio.sleep(backoff.next())
+                    await backoff.sleep()
                     continue
                 for m in src.modalities:
                     self._status(self.id, m, True)
@@ -133,7 +133,7 @@ class StreamWorker:
                     for m in src.modalities:
                         self._status(self.id, m, False)
                     await src.close()
-                    await asyncio.sleep(backoff.next())
+                    await backoff.sleep()
         finally:
             await src.close()
             for m in src.modalities:

@@ -1,9 +1,6 @@
 """The MQTT publisher: an outbox drained to the broker over a connection that comes back.
 
-aiomqtt 2.x does not reconnect, so :func:`reconnect_forever` wraps one connection
-*session* in a loop: connect, run the session until the connection fails, log one line,
-back off (:class:`Backoff`, full jitter), connect again, until cancelled. The text input
-(:mod:`streamer.sources.mqtt_text`) runs its subscriber on the same loop.
+The connection comes back through :func:`streamer.mqttconn.reconnect_forever`.
 
 :class:`MqttPublisher` owns the node's publishing connection::
 
@@ -26,16 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import NoReturn, Self
 
 import aiomqtt
 
 from streamer.config import MqttConfig
+from streamer.mqttconn import reconnect_forever, until_disconnected
 from streamer.sinks.outbox import Message, Outbox
 from streamer.sinks.topics import Topics
 
@@ -46,162 +41,6 @@ OFFLINE = b"offline"
 STOPPED = b"stopped"
 
 WINDOW = 10  # QoS>=1 publishes in flight at once; aiomqtt warns above 10 pending calls
-ACK_TIMEOUT = 10.0  # seconds to wait for one publish's ack before reconnecting
-STABLE_S = 1.0  # a connection that lasted this long resets the backoff
-
-
-class Backoff:
-    """Exponential backoff with full jitter: the n-th delay is uniform in
-    ``[0, min(cap, base * 2**n)]``. :meth:`reset` once a connection has held."""
-
-    def __init__(
-        self, base: float = 0.05, cap: float = 5.0, rng: Callable[[], float] = random.random
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self._rng = rng
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
-        self.attempt += 1
-        return ceiling * self._rng()
-
-    async def sleep(self) -> float:
-        delay = self.next_delay()
-        await asyncio.sleep(delay)
-        return delay
-
-
-def make_client(
-    cfg: MqttConfig,
-    *,
-    client_id: str,
-    will: aiomqtt.Will | None = None,
-    clean_session: bool = True,
-) -> aiomqtt.Client:
-    """An unconnected aiomqtt client for ``cfg``: credentials, TLS, keepalive, Will.
-
-    ``cfg.url`` must name a broker (``embedded`` is resolved by the caller, who starts
-    :class:`streamer.sinks.broker.EmbeddedBroker` and passes its URL).
-    """
-    tls = None
-    if cfg.tls:
-        tls = aiomqtt.TLSParameters(ca_certs=str(cfg.ca_file) if cfg.ca_file else None)
-    client = aiomqtt.Client(
-        cfg.host,
-        cfg.port,
-        username=cfg.username,
-        password=cfg.password() if cfg.username is not None else None,
-        identifier=client_id,
-        will=will,
-        clean_session=clean_session,
-        keepalive=cfg.keepalive,
-        tls_params=tls,
-        timeout=ACK_TIMEOUT,
-        # small packets in a window must not wait for TCP acks (Nagle + delayed ACK)
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-    )
-    client.pending_calls_threshold = WINDOW + 5  # the publisher raises it to its window
-    return client
-
-
-def _consume_disconnect_error(client: aiomqtt.Client) -> None:
-    """Mark the client's "disconnected" future's error as seen. aiomqtt 2.x leaves it
-    unretrieved when a call (not the message iterator) noticed the loss first, and
-    asyncio then logs "Future exception was never retrieved" with a traceback."""
-    fut = getattr(client, "_disconnected", None)
-    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
-        fut.exception()
-
-
-def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def reconnect_forever(
-    cfg: MqttConfig,
-    session: Callable[[aiomqtt.Client], Awaitable[None]],
-    *,
-    client_id: str,
-    will: aiomqtt.Will | None = None,
-    clean_session: bool = True,
-    what: str = "mqtt",
-    backoff: Backoff | None = None,
-) -> NoReturn:
-    """Connect, run ``session(client)`` until the connection fails, back off, repeat.
-
-    ``session`` should run until the connection is lost (raising ``MqttError``); if it
-    returns, the client disconnects cleanly and the loop connects again. ``MqttError`` and
-    ``OSError`` (also inside exception groups) end a connection; anything else
-    propagates, as does cancellation, which is the only way out.
-
-    The backoff is reset once a connection has stayed up for ``STABLE_S``, so a broker
-    that accepts and at once drops us (a client-id clash, a broken proxy) still sees the
-    delays grow. One outage logs one WARNING line when it starts (later attempts log at
-    DEBUG) and one INFO line when a connection is back.
-    """
-    backoff = backoff or Backoff()
-    loop = asyncio.get_running_loop()
-    outage_since: float | None = None  # when the current outage began
-    said_back = False
-    while True:
-        error: BaseException | None = None
-        connected_at: float | None = None
-        client: aiomqtt.Client | None = None
-        try:
-            client = make_client(cfg, client_id=client_id, will=will, clean_session=clean_session)
-            async with client:
-                connected_at = loop.time()
-                if outage_since is None:
-                    log.debug("%s: connected to %s:%d", what, cfg.host, cfg.port)
-                elif not said_back:
-                    said_back = True
-                    log.info(
-                        "%s: connected to %s:%d again after %.1fs",
-                        what,
-                        cfg.host,
-                        cfg.port,
-                        connected_at - outage_since,
-                    )
-                await session(client)
-        except* (aiomqtt.MqttError, OSError) as group:
-            error = _first_leaf(group)
-        finally:
-            if client is not None:
-                _consume_disconnect_error(client)
-        now = loop.time()
-        if connected_at is not None and now - connected_at >= STABLE_S:
-            backoff.reset()
-            outage_since, said_back = None, False
-        delay = backoff.next_delay()
-        if error is not None:
-            log.log(
-                logging.WARNING if outage_since is None else logging.DEBUG,
-                "%s: broker %s:%d unavailable (%s: %s); retrying in %.2fs",
-                what,
-                cfg.host,
-                cfg.port,
-                type(error).__name__,
-                error,
-                delay,
-            )
-            if outage_since is None:
-                outage_since = now
-        await asyncio.sleep(delay)
-
-
-async def until_disconnected(client: aiomqtt.Client) -> NoReturn:
-    """Raise ``MqttError`` when ``client``'s connection is lost (it has no subscriptions:
-    the message iterator only ends, with that error, on disconnection)."""
-    async for _ in client.messages:
-        pass
-    raise aiomqtt.MqttError("message iterator ended")
 
 
 class MqttPublisher:
