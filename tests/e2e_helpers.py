@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ class Traffic:
     available: list[str] = field(default_factory=list)
     online: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set on every message
+
+    async def until(self, predicate: Callable[[Traffic], bool], seconds: float) -> None:
+        """Wait, message by message, until ``predicate(self)`` holds."""
+        async with asyncio.timeout(seconds):
+            while not predicate(self):
+                self.changed.clear()
+                await self.changed.wait()
 
 
 async def collect(client: aiomqtt.Client, prefix: str, node: str, traffic: Traffic) -> None:
@@ -42,6 +51,7 @@ async def _collect(client: aiomqtt.Client, prefix: str, node: str, traffic: Traf
     await client.subscribe(f"{prefix}/{node}/#", qos=1)
     await client.subscribe("homeassistant/#", qos=1)
     async for msg in client.messages:
+        traffic.changed.set()
         topic = str(msg.topic)
         payload = bytes(msg.payload)  # type: ignore[arg-type]
         if topic.endswith("/prediction"):

@@ -5,6 +5,7 @@ The video is a deterministic moving bar over a gradient; the audio is a sine ton
 
 from __future__ import annotations
 
+import subprocess
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import numpy.typing as npt
+from conftest import require_tool
 
 
 def clip_frame(i: int, size: tuple[int, int], fps: int) -> npt.NDArray[np.uint8]:
@@ -108,3 +110,18 @@ def chirp(
     env[:fade] = np.linspace(0, 1, fade)
     env[-fade:] = np.linspace(1, 0, fade)
     return (x * env).astype(np.float32)
+
+
+def start_sender(port: int, seconds: float = 30.0) -> subprocess.Popen[bytes]:
+    """A live MPEG-TS stream (H.264 + AAC, 10 fps) sent by ffmpeg to 127.0.0.1:port."""
+    ffmpeg = require_tool("ffmpeg")
+    cmd = [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10",
+        "-c:a", "aac",
+        "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

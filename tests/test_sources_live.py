@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import IN_CI, REPO, free_port, require_tool
-from media import chirp, write_wav
+from media import chirp, start_sender, write_wav
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
@@ -30,20 +30,6 @@ from streamer.testing import FakeClock
 SPEC = ModelSpec()
 
 # --- UDP MPEG-TS ----------------------------------------------------------------------
-
-
-def start_sender(port: int, seconds: float = 30.0) -> subprocess.Popen[bytes]:
-    ffmpeg = require_tool("ffmpeg")
-    cmd = [
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10",
-        "-c:a", "aac",
-        "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316",
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -216,6 +202,8 @@ import numpy as np
 from models.spec import ModelSpec
 from streamer.errors import SourceOpenError
 from streamer.sources.mic import MicSource
+from streamer.align.aligner import StreamAligner
+from streamer.frames import NS
 
 async def main(out, post_roll_s):
     try:
@@ -235,6 +223,15 @@ async def main(out, post_roll_s):
         if stop.is_set():
             post += len(chunk.samples)
     await src.close()
+    # through the aligner, as a run would: 2 s windows every 0.5 s
+    aligner = StreamAligner("", length_ns=2 * NS, hop_ns=NS // 2, max_delay_ns=NS // 2,
+                            fps=4, audio_rate=16000, modalities=["audio"])
+    for c in chunks:
+        aligner.push(c)
+    aligner.end("audio")
+    windows = aligner.flush()
+    np.save(out + ".win.npy", np.stack([w.audio for w in windows]))
+    np.save(out + ".winmask.npy", np.stack([w.audio_mask for w in windows]))
     np.save(out + ".samples.npy", np.concatenate([c.samples for c in chunks]))
     np.save(out + ".pts.npy", np.array([c.pts_ns for c in chunks], dtype=np.int64))
     np.save(out + ".len.npy", np.array([len(c.samples) for c in chunks], dtype=np.int64))
@@ -345,3 +342,13 @@ def test_microphone_hears_what_paplay_plays(pulse: dict[str, str], tmp_path: Pat
     assert abs(np.abs(heard).max() - 0.5) < 0.1  # played at amplitude 0.5
     quiet = np.concatenate([x[: max(at - 1600, 0)], x[at + len(ref) + 1600 :]])
     assert np.abs(quiet).max() < 0.01  # silence around it
+
+    # and in the windows the aligner cut: some window holds the whole chirp, unmasked
+    windows, masks = np.load(out + ".win.npy"), np.load(out + ".winmask.npy")
+    assert windows.shape[1] == 32_000 and masks.all(axis=1).sum() >= 1
+    best = 0.0
+    for w in windows:
+        c = np.correlate(w, ref, mode="valid")
+        e = np.sqrt(np.convolve(w * w, np.ones(len(ref)), mode="valid"))
+        best = max(best, float((c / (e * np.linalg.norm(ref) + 1e-9)).max()))
+    assert best > 0.9, f"chirp not found in any window (best correlation {best:.2f})"

@@ -1,0 +1,113 @@
+"""End to end on live inputs: a UDP MPEG-TS stream into ``streamer run`` until SIGTERM;
+``streamer demo`` on its embedded broker; ``streamer check`` on a good config."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from conftest import REPO, Mosquitto, free_port
+from e2e_helpers import Traffic, check_predictions, collect, start_streamer, write_config
+from media import start_sender
+
+HOP, LENGTH = 0.5, 2.0
+
+
+async def test_udp_stream_runs_until_sigterm_then_drains(
+    tmp_path: Path, mosquitto: Mosquitto, prediction_schema: dict[str, Any]
+) -> None:
+    port = free_port()
+    url = f"udp://127.0.0.1:{port}"
+    cfg = write_config(
+        tmp_path / "udp.yaml",
+        {
+            "node": "live",
+            "mqtt": {"url": mosquitto.url},
+            "window": {"length": LENGTH, "hop": HOP, "max_delay": 0.5},
+            "model": {"device": "cpu"},
+            "streams": [{"id": "net", "video": url, "audio": url, "text": []}],
+        },
+    )
+    traffic = Traffic()
+    log = tmp_path / "run.log"
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="live-sub") as sub:
+        watcher = asyncio.create_task(collect(sub, "streamer", "live", traffic))
+        proc = await start_streamer(log, "run", str(cfg))
+        sender = start_sender(port, seconds=60)
+        try:
+            await traffic.until(lambda t: len(t.predictions["net"]) >= 8, 60)  # live windows
+            assert traffic.retained_last.get("streamer/live/net/status/video") == "online"
+            proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), 30)
+            await asyncio.wait_for(traffic.stopped.wait(), 10)
+        finally:
+            sender.terminate()
+            sender.wait(timeout=10)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            watcher.cancel()
+    assert rc == 0, log.read_text()
+    preds = traffic.predictions["net"]
+    check_predictions(preds, prediction_schema, hop=HOP, length=LENGTH)
+    steady = preds[4:-4]  # past the first partial windows, before the shutdown flush
+    assert steady and all(
+        p["modalities"]["video"]["present"] and p["modalities"]["audio"]["present"]
+        for p in steady
+    )
+    assert all(p["modalities"]["video"]["frames"] >= 6 for p in steady)
+    assert traffic.available[-1] == "stopped"
+    assert traffic.retained_last["streamer/live/net/status/video"] == "offline"
+
+
+def test_demo_prints_predictions_and_ends(tmp_path: Path) -> None:
+    """Not a TTY: plain lines; the embedded broker on a free port; ends after --duration."""
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "demo", "--duration", "5", "--streams", "2",
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(line.startswith("  streamer subscribe --url mqtt://127.0.0.1:") for line in lines)
+    preds = [line for line in lines if line.startswith("demo/demo")]
+    for sid in ("demo0", "demo1"):
+        mine = [line for line in preds if line.startswith(f"demo/{sid} ")]
+        assert len(mine) >= 4, p.stdout
+        assert "[VA" in mine[len(mine) // 2]  # video and audio present mid-run
+    assert any("[VAT]" in line for line in preds)  # the scripted text arrived over MQTT
+    summary = lines[-1]
+    assert summary.startswith("demo done: ") and "received by the viewer" in summary
+
+
+def test_check_opens_sources(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "ok.yaml",
+        {
+            "node": "chk",
+            "model": {"device": "cpu"},
+            "streams": [{"id": "s1", "video": "synthetic:pattern", "audio": "synthetic:tone"}],
+        },
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "check", str(cfg)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "config ok" in p.stdout and "model ok" in p.stdout
+    assert p.stdout.count(": ok (") == 2
+    bad = write_config(
+        tmp_path / "bad.yaml",
+        {"streams": [{"id": "s1", "video": f"udp://127.0.0.1:{free_port()}", "text": []}]},
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "check", str(bad), "--timeout", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert "FAILED" in p.stdout
