@@ -26,7 +26,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "setup: installing torch==2.13.0 (CPU)"
-  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 fi
 echo "setup: installing streamer and its test tools"
 .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true

@@ -26,15 +26,15 @@ class DropQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, item: T) -> bool:
-        kept = True
+    def put_nowait(self, item: T) -> T | None:
+        """Append; returns the oldest item if it had to be dropped to make room."""
+        dropped = None
         if len(self._items) >= self.maxsize:
-            self._items.popleft()
+            dropped = self._items.popleft()
             self.dropped += 1
-            kept = False
         self._items.append(item)
         self._changed()
-        return kept
+        return dropped
 
     async def put(self, item: T) -> None:
         while len(self._items) >= self.maxsize:

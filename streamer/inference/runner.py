@@ -70,11 +70,13 @@ class InferenceRunner:
         *,
         device: torch.device,
         queue_size: int = 256,
+        on_drop: Callable[[Window], None] | None = None,
     ) -> None:
         self._fusion = fusion
         self._spec = spec
         self._cfg = cfg
         self._on_result = on_result
+        self._on_drop = on_drop
         self.queue: DropQueue[Window] = DropQueue(queue_size)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device.type}")
         self._task: asyncio.Task[None] | None = None
@@ -102,10 +104,12 @@ class InferenceRunner:
                 pass
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def submit_nowait(self, window: Window) -> bool:
-        """Queue a window from a live stream; a full queue drops its oldest (False)."""
+    def submit_nowait(self, window: Window) -> None:
+        """Queue a window from a live stream; a full queue drops its oldest (``on_drop``)."""
         self._idle.clear()
-        return self.queue.put_nowait(window)
+        dropped = self.queue.put_nowait(window)
+        if dropped is not None and self._on_drop is not None:
+            self._on_drop(dropped)
 
     async def submit(self, window: Window) -> None:
         """Queue a window from an unpaced stream: waits for room (backpressure)."""

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config
-from streamer.frames import Modality, TextEvent
+from streamer.frames import Modality, TextEvent, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.pipeline.worker import StreamWorker
@@ -91,12 +91,13 @@ class Node:
                 st.inference_ms.append(r.inference_ms)
                 self.published += 1
 
-            async with (
-                publisher,
-                InferenceRunner(
-                    fusion, spec, cfg.model, on_result, device=self.loaded.device
-                ) as runner,
-            ):
+            def on_drop(w: Window) -> None:
+                self.stats[w.stream].dropped["inference_queue"] += 1
+
+            runner_cm = InferenceRunner(
+                fusion, spec, cfg.model, on_result, device=self.loaded.device, on_drop=on_drop
+            )
+            async with publisher, runner_cm as runner:
                 workers = self._workers
                 routes: dict[str, str] = {}
                 for s in cfg.streams:

@@ -129,6 +129,9 @@ class StreamWorker:
                     return
                 except SourceError as e:
                     self._stats.errors += 1
+                    if not src.live:  # a corrupt file does not heal: report it, end it
+                        log.error("stream %s: %s", self.id, e)
+                        return
                     log.warning("stream %s: %s; reopening", self.id, e)
                     for m in src.modalities:
                         self._status(self.id, m, False)
@@ -189,7 +192,6 @@ class StreamWorker:
     async def _submit(self, windows: list[Window]) -> None:
         for w in windows:
             if self.realtime:
-                if not self._runner.submit_nowait(w):
-                    self._stats.dropped["window"] += 1
+                self._runner.submit_nowait(w)  # a full queue drops its oldest window
             else:
                 await self._runner.submit(w)
