@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from conftest import REPO, Mosquitto, free_port
+import jsonschema
+from conftest import REPO, Mosquitto, free_port, start_mosquitto
 from e2e_helpers import Traffic, check_predictions, collect, start_streamer, write_config
-from media import start_sender
+from media import make_clip, start_sender
 
 HOP, LENGTH = 0.5, 2.0
 
@@ -57,8 +59,7 @@ async def test_udp_stream_runs_until_sigterm_then_drains(
     check_predictions(preds, prediction_schema, hop=HOP, length=LENGTH)
     steady = preds[4:-4]  # past the first partial windows, before the shutdown flush
     assert steady and all(
-        p["modalities"]["video"]["present"] and p["modalities"]["audio"]["present"]
-        for p in steady
+        p["modalities"]["video"]["present"] and p["modalities"]["audio"]["present"] for p in steady
     )
     assert all(p["modalities"]["video"]["frames"] >= 6 for p in steady)
     assert traffic.available[-1] == "stopped"
@@ -111,3 +112,53 @@ def test_check_opens_sources(tmp_path: Path) -> None:
     )  # fmt: skip
     assert p.returncode == 2
     assert "FAILED" in p.stdout
+
+
+async def test_subscribe_prints_predictions(
+    tmp_path: Path, prediction_schema: dict[str, Any]
+) -> None:
+    """``streamer subscribe`` against a real broker: a node's predictions come out as
+    lines (or raw JSON with --json) and --count ends it."""
+    mosquitto = start_mosquitto(tmp_path, extra="sys_interval 1\n")
+    try:
+        await _subscribe_prints_predictions(tmp_path, mosquitto, prediction_schema)
+    finally:
+        mosquitto.stop()
+
+
+async def _subscribe_prints_predictions(
+    tmp_path: Path, mosquitto: Mosquitto, prediction_schema: dict[str, Any]
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", 3.0, audio=True)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        {
+            "node": "sub",
+            "mqtt": {"url": mosquitto.url},
+            "model": {"device": "cpu"},
+            "streams": [
+                {"id": "s1", "video": f"file://{clip}", "audio": f"file://{clip}", "text": []}
+            ],  # fmt: skip
+        },
+    )
+    subscriber = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamer", "subscribe", "--url", mosquitto.url, "--json",
+        "--count", "3", "--timeout", "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    # The subscriber has subscribed once the broker counts its subscription; wait for
+    # that through the broker's own $SYS topic rather than for a while.
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as probe:
+        await probe.subscribe("$SYS/broker/subscriptions/count")
+        async with asyncio.timeout(30):
+            async for msg in probe.messages:
+                if int(bytes(msg.payload)) >= 2:  # type: ignore[arg-type]
+                    break
+    run = await start_streamer(tmp_path / "run.log", "run", str(cfg))
+    out, err = await asyncio.wait_for(subscriber.communicate(), 60)
+    assert await asyncio.wait_for(run.wait(), 60) == 0
+    assert subscriber.returncode == 0, err
+    preds = [json.loads(line) for line in out.decode().splitlines()]
+    assert [p["seq"] for p in preds] == [0, 1, 2]
+    for p in preds:
+        jsonschema.validate(p, prediction_schema)
