@@ -146,11 +146,11 @@ class Node:
                     for w in workers.values():
                         await w.flush()
                 await runner.drain()
-                self._publish_stats(publisher, topics)
-                self.undelivered = await publisher.drain(cfg.shutdown_timeout)
                 for w in workers.values():
                     for m in w.modalities:
                         status(w.id, m, False)
+                self._publish_stats(publisher, topics)
+                self.undelivered = await publisher.drain(cfg.shutdown_timeout)
             if self.undelivered:
                 log.error("%d predictions were not delivered before shutdown", self.undelivered)
         return 0
