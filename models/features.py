@@ -2,6 +2,10 @@
 
 Shapes: N items, S samples, F = n_fft // 2 + 1 frequency bins, M mel bands,
 T = 1 + S // hop frames (centred STFT).
+
+The STFT is a strided ``conv1d`` with a fixed windowed-DFT basis rather than
+``torch.stft``: it equals ``torch.stft`` to float32 rounding, and unlike it (complex
+output) it exports to ONNX and TorchScript as plain real-valued ops.
 """
 
 from __future__ import annotations
@@ -9,11 +13,26 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def _hz_to_mel(hz: float) -> float:
     return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def dft_basis(n_fft: int) -> torch.Tensor:
+    """Hann-windowed real DFT, ``[2F, 1, n_fft]``: F cosine rows, then F (negated) sine rows.
+
+    Convolving a signal with it gives the real and imaginary parts of ``torch.stft`` with
+    ``window=torch.hann_window(n_fft)``, ``onesided=True``. Built in float64, stored float32.
+    """
+    n = torch.arange(n_fft, dtype=torch.float64)  # [n_fft]
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)  # [F]
+    angle = 2.0 * math.pi * torch.outer(k, n) / n_fft  # [F, n_fft]
+    window = torch.hann_window(n_fft, dtype=torch.float64)  # periodic, as torch.stft's default
+    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # [2F, n_fft]
+    return basis.unsqueeze(1).to(torch.float32)
 
 
 def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> torch.Tensor:
@@ -32,11 +51,13 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> torch.Tensor:
 class LogMel(nn.Module):
     """``[N, S]`` float32 waveform -> ``[N, M, T]`` log-mel power, ``log(mel + 1e-6)``.
 
-    Hann window of ``n_fft`` samples, ``hop`` samples apart; the defaults are 25 ms / 10 ms
-    at 16 kHz. Both the window and the filterbank are buffers, so they follow ``.to()``.
+    Hann window of ``n_fft`` samples, ``hop`` samples apart, centred with reflect padding
+    (as ``torch.stft(center=True)``); the defaults are 25 ms / 10 ms at 16 kHz. The DFT
+    basis and the filterbank are non-persistent buffers, so they follow ``.to()`` and are
+    not part of a checkpoint.
     """
 
-    window: torch.Tensor
+    basis: torch.Tensor
     fbank: torch.Tensor
 
     def __init__(
@@ -46,7 +67,7 @@ class LogMel(nn.Module):
         self.n_fft = n_fft
         self.hop = hop
         self.n_mels = n_mels
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("basis", dft_basis(n_fft), persistent=False)  # [2F, 1, n_fft]
         fbank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate)
         self.register_buffer("fbank", fbank, persistent=False)
 
@@ -57,15 +78,10 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 2:
             raise ValueError(f"LogMel expects [N, samples], got {tuple(wave.shape)}")
-        spec = torch.stft(
-            wave.float(),
-            n_fft=self.n_fft,
-            hop_length=self.hop,
-            window=self.window,
-            center=True,
-            pad_mode="reflect",
-            return_complex=True,
-        )  # [N, F, T] complex
-        power = spec.real.square() + spec.imag.square()  # [N, F, T]
+        half = self.n_fft // 2
+        padded = F.pad(wave.float().unsqueeze(1), (half, half), mode="reflect")  # [N, 1, S + n_fft]
+        parts = F.conv1d(padded, self.basis, stride=self.hop)  # [N, 2F, T]: real, then imaginary
+        re, im = parts.chunk(2, dim=1)  # [N, F, T] each
+        power = re.square() + im.square()  # [N, F, T]
         mel = torch.matmul(self.fbank.t(), power)  # [M, F] @ [N, F, T] -> [N, M, T]
         return torch.log(mel + 1e-6)

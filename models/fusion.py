@@ -47,15 +47,17 @@ class FullBatch:
 def recent_text_mask(mask: torch.Tensor, pos_s: torch.Tensor, keep: int) -> torch.Tensor:
     """``mask`` [B, Tt] narrowed to the ``keep`` most recent present events of each row.
 
-    Most recent = largest ``pos_s``; among equal times the later index wins.
+    Most recent = largest ``pos_s``; among equal times the later index wins. Each event is
+    ranked by how many present events beat it (pairwise, [B, Tt, Tt]; Tt is small), which
+    needs no sort and no shape-dependent branch, so it exports unchanged.
     """
-    if mask.shape[1] <= keep:
-        return mask
-    score = torch.where(mask, pos_s, torch.full_like(pos_s, -torch.inf)).flip(1)  # [B, Tt]
-    order = torch.sort(score, dim=1, descending=True, stable=True).indices  # [B, Tt]
-    top = mask.shape[1] - 1 - order[:, :keep]  # [B, keep], indices into the unflipped row
-    chosen = torch.zeros_like(mask).scatter_(1, top, True)
-    return mask & chosen
+    tt = mask.shape[1]
+    idx = torch.arange(tt, device=mask.device)  # [Tt]
+    later = idx.view(1, tt) > idx.view(tt, 1)  # [Tt(i), Tt(j)]: j comes after i
+    p_i, p_j = pos_s.unsqueeze(2), pos_s.unsqueeze(1)  # [B, Tt, 1], [B, 1, Tt]
+    beats = (p_j > p_i) | ((p_j == p_i) & later)  # [B, Tt(i), Tt(j)]: j is more recent than i
+    rank = (beats & mask.unsqueeze(1)).sum(dim=2)  # [B, Tt]: present events more recent
+    return mask & (rank < keep)
 
 
 def _encode_present(

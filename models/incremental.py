@@ -16,22 +16,30 @@ window never returns to items it has passed; the grace covers a modality marked 
 for a window or two), and beyond ``max_entries`` per session the least recently used go.
 At most ``max_sessions`` sessions are kept (least recently used dropped);
 ``drop_session`` and ``evict`` free memory explicitly.
+
+The cache and batching live in :class:`CachedFusion`; a runtime supplies the math through
+four hooks (``_encode_video``, ``_encode_audio``, ``_encode_text``, ``_fuse``).
+:class:`IncrementalFusion` runs a ``FusionModel`` in PyTorch;
+``models.onnx_runtime.OnnxFusion`` runs the exported graphs in onnxruntime.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from models.fusion import FusionModel
+from models.spec import ModelSpec
 from models.tokenizer import batch_encode
 from models.windows import WindowInputs
 
-__all__ = ["MODALITIES", "IncrementalFusion", "WindowInputs"]
+__all__ = ["MODALITIES", "CachedFusion", "IncrementalFusion", "WindowInputs"]
 
 MODALITIES = ("video", "audio", "text")
 _Key = tuple[str, Hashable]  # (modality, key)
@@ -57,15 +65,17 @@ class _Pending:
             self.payload.append(payload)
 
 
-class IncrementalFusion:
-    """``windows -> probabilities [B, C]`` (softmax, on CPU), reusing cached embeddings.
+class CachedFusion(ABC):
+    """``windows -> probabilities [B, C]`` (on CPU), reusing cached embeddings.
 
-    Moves ``model`` to ``device`` and puts it in eval mode.
+    The runtime-independent part: the per-session cache, deduplication and batching.
+    Subclasses implement the encoder and fusion hooks; embeddings are cached as ``[D]``
+    tensors on ``device``.
     """
 
     def __init__(
         self,
-        model: FusionModel,
+        spec: ModelSpec,
         device: torch.device | str = "cpu",
         max_entries: int = 4096,
         *,
@@ -75,13 +85,39 @@ class IncrementalFusion:
         if max_entries < 1 or max_idle_windows < 0 or max_sessions < 1:
             raise ValueError("max_entries and max_sessions must be >= 1, max_idle_windows >= 0")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.spec = model.spec
+        self.spec = spec
         self.max_entries = max_entries
         self.max_idle_windows = max_idle_windows
         self.max_sessions = max_sessions
         self.encoded: dict[str, int] = dict.fromkeys(MODALITIES, 0)
         self._sessions: OrderedDict[Hashable, _Session] = OrderedDict()
+
+    # -- runtime hooks ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _encode_video(self, frames: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` (N >= 1) -> ``[N, D]`` on ``device``."""
+
+    @abstractmethod
+    def _encode_audio(self, wave: npt.NDArray[np.float32]) -> torch.Tensor:
+        """float32 ``[N, S]`` (N >= 1) -> ``[N, D]`` on ``device``."""
+
+    @abstractmethod
+    def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids int64 ``[N, L]``, lengths int64 ``[N]`` (CPU, N >= 1) -> ``[N, D]`` on ``device``."""
+
+    @abstractmethod
+    def _fuse(
+        self,
+        video_emb: torch.Tensor,  # [B, Tv, D]
+        video_mask: torch.Tensor,  # bool [B, Tv]
+        audio_emb: torch.Tensor,  # [B, Ta, D]
+        audio_mask: torch.Tensor,  # bool [B, Ta]
+        text_emb: torch.Tensor,  # [B, Tt, D]
+        text_mask: torch.Tensor,  # bool [B, Tt]
+        text_pos_s: torch.Tensor,  # float32 [B, Tt]
+    ) -> torch.Tensor:
+        """Embeddings of B windows (on ``device``) -> probabilities ``[B, C]`` float32, CPU."""
 
     # -- cache management ------------------------------------------------------------------
 
@@ -140,29 +176,25 @@ class IncrementalFusion:
 
     def _encode(self, modality: str, pending: _Pending) -> torch.Tensor:
         """The pending items of one modality -> ``[N, D]`` on the device."""
-        n = len(pending.payload)
-        self.encoded[modality] += n
-        m, dev = self.model, self.device
+        self.encoded[modality] += len(pending.payload)
         if modality == "video":
             frames = np.stack([np.asarray(p, dtype=np.uint8) for p in pending.payload])
-            return m.encode_video(torch.from_numpy(frames).to(dev))  # [N, D]
+            return self._encode_video(frames)  # [N, D]
         if modality == "audio":
             wave = np.stack([np.asarray(p, dtype=np.float32) for p in pending.payload])
             if wave.shape[1:] != (self.spec.segment_samples,):
                 raise ValueError(
                     f"audio segments must be [{self.spec.segment_samples}], got {wave.shape[1:]}"
                 )
-            return m.encode_audio(torch.from_numpy(wave).to(dev))  # [N, D]
+            return self._encode_audio(wave)  # [N, D]
         texts = [str(p) for p in pending.payload]
         ids, lengths = batch_encode(texts, self.spec.text_max_bytes)  # [N, L], [N]
-        return m.encode_text(ids.to(dev), lengths)  # [N, D]
+        return self._encode_text(ids, lengths)  # [N, D]
 
     def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
         n_labels, d = len(self.spec.labels), self.spec.d_model
         if not windows:
             return torch.empty(0, n_labels)
-        if self.model.training:
-            self.model.eval()
         with torch.inference_mode():
             texts = [self._recent_text(w) for w in windows]
             sessions = [self._session(w.session) for w in windows]
@@ -227,9 +259,62 @@ class IncrementalFusion:
             audio_emb, audio_mask = stacked("audio", ta)
             text_emb, text_mask = stacked("text", tt)
             text_pos = torch.tensor(pos, dtype=torch.float32).view(b, tt).to(self.device)
-            logits = self.model.fuse(
+            probs = self._fuse(
                 video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos
             )  # [B, C]
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
         self._prune({w.session for w in windows})
         return probs
+
+
+class IncrementalFusion(CachedFusion):
+    """``windows -> probabilities [B, C]`` (softmax, on CPU) with a PyTorch ``FusionModel``.
+
+    Moves ``model`` to ``device`` and puts it in eval mode.
+    """
+
+    def __init__(
+        self,
+        model: FusionModel,
+        device: torch.device | str = "cpu",
+        max_entries: int = 4096,
+        *,
+        max_idle_windows: int = 2,
+        max_sessions: int = 1024,
+    ) -> None:
+        super().__init__(
+            model.spec,
+            device,
+            max_entries,
+            max_idle_windows=max_idle_windows,
+            max_sessions=max_sessions,
+        )
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+        if self.model.training:
+            self.model.eval()
+        return super().__call__(windows)
+
+    def _encode_video(self, frames: npt.NDArray[np.uint8]) -> torch.Tensor:
+        return self.model.encode_video(torch.from_numpy(frames).to(self.device))
+
+    def _encode_audio(self, wave: npt.NDArray[np.float32]) -> torch.Tensor:
+        return self.model.encode_audio(torch.from_numpy(wave).to(self.device))
+
+    def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(ids.to(self.device), lengths)
+
+    def _fuse(
+        self,
+        video_emb: torch.Tensor,
+        video_mask: torch.Tensor,
+        audio_emb: torch.Tensor,
+        audio_mask: torch.Tensor,
+        text_emb: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_pos_s: torch.Tensor,
+    ) -> torch.Tensor:
+        logits = self.model.fuse(
+            video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
+        )  # [B, C]
+        return torch.softmax(logits.float(), dim=-1).cpu()

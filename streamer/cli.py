@@ -77,6 +77,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(duration=args.duration, streams=args.streams, port=args.port))
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamer.training.commands import train_command
+
+    _setup_logging(args.log_level or "warning")
+    return train_command(
+        args.data, args.out, epochs=args.epochs, quick=args.quick, device=args.device,
+        seed=args.seed,
+    )  # fmt: skip
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from streamer.training.commands import eval_command
+
+    _setup_logging(args.log_level or "warning")
+    return eval_command(args.checkpoint, args.data, json_file=args.json, device=args.device)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointFormatError
+    from models.export import ExportError, export
+
+    _setup_logging(args.log_level or "warning")
+    try:
+        paths = export(args.checkpoint, args.format, args.out)
+    except (ExportError, CheckpointFormatError) as e:
+        raise StreamerError(str(e)) from None
+    for p in paths:
+        print(p)
+    return 0
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -94,6 +125,16 @@ def _streams(s: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
     if not 1 <= v <= 64:
         raise argparse.ArgumentTypeError(f"must be 1..64, got {s}")
+    return v
+
+
+def _count(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
     return v
 
 
@@ -121,6 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--streams", type=_streams, default=2)
     d.add_argument("--port", type=int, default=None, help="broker port (default 1883 if free)")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train the fusion model on a clip folder")
+    t.add_argument("data", help="a folder with train/ and test/ clip folders")
+    t.add_argument("--out", required=True, help="the checkpoint directory to write")
+    t.add_argument("--epochs", type=_count, default=None)
+    t.add_argument("--quick", action="store_true", help="a few clips, two epochs (for tests)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="accuracy per modality combination")
+    e.add_argument("checkpoint")
+    e.add_argument("data", help="a clip folder, or a folder holding test/")
+    e.add_argument("--json", default=None, metavar="FILE", help='write {"<combo>": accuracy}')
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="export the encoders and the fusion step")
+    x.add_argument("checkpoint", help="a checkpoint directory")
+    x.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    x.add_argument("--out", default=None, help="output directory (default: a cache folder)")
+    x.set_defaults(func=cmd_export)
 
     s = sub.add_parser("subscribe", help="print predictions as they arrive")
     s.add_argument("--url", default="mqtt://127.0.0.1:1883")

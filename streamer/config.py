@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from streamer.errors import ConfigError
 
@@ -138,6 +146,10 @@ class ModelConfig(_Model):
     device: str = "auto"
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 16
     max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    # "onnx": run the checkpoint's ONNX export with onnxruntime on CPU, exported on first use
+    # to onnx_dir (null: a cache directory keyed by the checkpoint version)
+    runtime: Literal["torch", "onnx"] = "torch"
+    onnx_dir: Path | None = None
 
     @field_validator("device")
     @classmethod
@@ -151,6 +163,21 @@ class ModelConfig(_Model):
     def _ckpt(cls, v: Path | None) -> Path | None:
         if v is not None and not (v / "config.json").is_file():
             raise ValueError(f"not a checkpoint directory (no config.json): {v}")
+        return v
+
+    @field_validator("onnx_dir")
+    @classmethod
+    def _onnx_dir(cls, v: Path | None) -> Path | None:
+        if v is not None and v.exists() and not v.is_dir():
+            raise ValueError(f"not a directory: {v}")
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v: str, info: ValidationInfo) -> str:
+        device = info.data.get("device", "auto")  # validated before: declared earlier
+        if v == "onnx" and device not in ("auto", "cpu"):
+            raise ValueError(f"onnx runs on the CPU only; device {device!r} needs runtime torch")
         return v
 
 

@@ -36,7 +36,7 @@ async def _run_and_collect(
 ) -> tuple[int, str, list[float]]:
     sent_at: list[float] = []
     log = cfg_path.with_suffix(".log")
-    proc = await start_streamer(log, "run", str(cfg_path))
+    proc = await start_streamer(log, "--log-level", "debug", "run", str(cfg_path))
     try:
         if wait_broker:
             await asyncio.to_thread(wait_port, port, 60.0)

@@ -1,4 +1,4 @@
-"""Text-event encoder: byte embeddings and a GRU over packed sequences.
+"""Text-event encoder: byte embeddings and a GRU, read at each text's last byte.
 
 Shapes: N events, L byte positions (padded), E byte-embedding width, D = d_model.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from models.tokenizer import PAD, VOCAB_SIZE
 
@@ -18,8 +17,11 @@ _HIDDEN = 128
 class TextEncoder(nn.Module):
     """ids int64 ``[N, L]`` + lengths int64 ``[N]`` -> ``[N, D]``.
 
-    The GRU runs over exactly ``lengths[i]`` bytes of row i (packed), so padding never
+    Row i's embedding is the GRU state after exactly ``lengths[i]`` bytes (the output at
+    step ``lengths[i] - 1``; a unidirectional GRU never looks ahead), so padding never
     changes an embedding. An empty text (length 0) is read as a single padding byte.
+    Gathering instead of packing keeps the graph free of data-dependent shapes, so the
+    same code exports to ONNX and TorchScript.
     """
 
     def __init__(self, d_model: int) -> None:
@@ -35,9 +37,13 @@ class TextEncoder(nn.Module):
                 f"TextEncoder expects ids [N, L] and lengths [N], got {tuple(ids.shape)} "
                 f"and {tuple(lengths.shape)}"
             )
-        lengths_cpu = lengths.detach().to("cpu", torch.int64).clamp(1, ids.shape[1])  # [N]
         x = self.embed(ids)  # [N, L, E]
-        packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-        _, h_n = self.gru(packed)  # [1, N, H], back in the input order
-        out: torch.Tensor = self.proj(self.norm(h_n[0]))  # [N, D]
+        steps, _ = self.gru(x)  # [N, L, H]
+        # steps to read, lengths clamped to [1, L]; counted, not sized, so traces stay dynamic
+        position = torch.ones_like(ids).cumsum(1)  # [N, L]: 1 .. L
+        wanted = lengths.to(device=ids.device, dtype=torch.int64).clamp(min=1).unsqueeze(1)
+        count = (position <= wanted).sum(1)  # [N]
+        index = (count - 1).view(-1, 1, 1).expand(-1, 1, steps.shape[2])  # [N, 1, H]
+        h = steps.gather(1, index).squeeze(1)  # [N, H]
+        out: torch.Tensor = self.proj(self.norm(h))  # [N, D]
         return out

@@ -1,18 +1,29 @@
-"""Load the checkpoint a config names (or the shipped one) and check it fits the windows."""
+"""Load the checkpoint a config names (or the shipped one) and check it fits the windows.
+
+``model.runtime: onnx`` also exports the checkpoint to ONNX (once: into ``model.onnx_dir``,
+or a cache directory keyed by the checkpoint version) and runs it with onnxruntime;
+``LoadedModel.make_fusion()`` builds the incremental runtime either way.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from models.checkpoint import CheckpointFormatError, default_checkpoint_dir, load_checkpoint
 from models.fusion import FusionModel
+from models.incremental import CachedFusion, IncrementalFusion
 from models.spec import ModelSpec
 from streamer.config import ModelConfig, WindowConfig
 from streamer.errors import CheckpointError, ConfigError
 from streamer.inference.device import resolve_device
 from streamer.predictions import ModelId
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,16 @@ class LoadedModel:
     device: torch.device
     id: ModelId
     trained: bool
+    runtime: str = "torch"  # "torch" or "onnx"
+    onnx_dir: Path | None = None  # the ONNX export, when runtime is "onnx"
+
+    def make_fusion(self) -> CachedFusion:
+        """A fresh incremental runtime (its own cache) for this model and runtime."""
+        if self.runtime == "onnx" and self.onnx_dir is not None:
+            from models.onnx_runtime import OnnxFusion
+
+            return OnnxFusion(self.onnx_dir)
+        return IncrementalFusion(self.model, device=self.device)
 
 
 def _multiple(value: float, step: float) -> bool:
@@ -43,8 +64,39 @@ def check_window(window: WindowConfig, spec: ModelSpec) -> None:
         )
 
 
+def _onnx_export(cfg: ModelConfig, model: FusionModel, name: str, version: str) -> Path:
+    """The directory of the checkpoint's ONNX export, exporting it first if needed."""
+    from models.onnx_runtime import onnxruntime_available
+
+    if not onnxruntime_available():
+        raise ConfigError(
+            "model.runtime", "onnx needs the onnxruntime package (pip install onnxruntime)"
+        )
+    from models.export import ExportError, default_export_dir, export_model, is_exported
+
+    field = "model.onnx_dir"
+    directory = cfg.onnx_dir or default_export_dir(version, "onnx")
+    if not is_exported(directory, version, "onnx"):
+        if importlib.util.find_spec("onnx") is None:
+            raise ConfigError(
+                "model.runtime", "onnx needs the onnx package to export (pip install onnx)"
+            )
+        log.info("exporting %s %s to ONNX in %s", name, version[:19], directory)
+        try:
+            export_model(model, "onnx", directory, name=name, version=version)
+        except ExportError as e:
+            raise ConfigError(field, str(e)) from None
+    try:
+        from models.onnx_runtime import OnnxFusion
+
+        OnnxFusion(directory)  # load once now, so a broken export fails at startup
+    except ExportError as e:
+        raise ConfigError(field, str(e)) from None
+    return directory
+
+
 def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
-    device = resolve_device(cfg.device)
+    device = torch.device("cpu") if cfg.runtime == "onnx" else resolve_device(cfg.device)
     directory = cfg.checkpoint or default_checkpoint_dir()
     try:
         model, info = load_checkpoint(directory, device=device)
@@ -53,4 +105,7 @@ def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
     check_window(window, info.spec)
     model.eval()
     mid = ModelId(name=info.name, version=info.version, labels=tuple(info.spec.labels))
+    if cfg.runtime == "onnx":
+        onnx_dir = _onnx_export(cfg, model, info.name, info.version)
+        return LoadedModel(model, info.spec, device, mid, info.trained, "onnx", onnx_dir)
     return LoadedModel(model, info.spec, device, mid, info.trained)

@@ -4,7 +4,8 @@ Windows from every stream go into one bounded queue. A batcher task takes up to
 ``max_batch`` of them (waiting at most ``max_wait_ms`` after the first) and hands the batch
 to a single-thread executor, the only thread that touches the model. There each new
 frame, audio segment and text event is encoded once and cached by timestamp
-(:class:`models.incremental.IncrementalFusion`); each window is fused from the cache.
+(:class:`models.incremental.CachedFusion`, in torch or onnxruntime); each window is
+fused from the cache.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.incremental import IncrementalFusion, WindowInputs
+from models.incremental import CachedFusion, WindowInputs
 from models.spec import ModelSpec
 from streamer.config import ModelConfig
 from streamer.frames import NS, Window
@@ -63,7 +64,7 @@ class InferenceRunner:
 
     def __init__(
         self,
-        fusion: IncrementalFusion,
+        fusion: CachedFusion,
         spec: ModelSpec,
         cfg: ModelConfig,
         on_result: Callable[[Result], Awaitable[None]],

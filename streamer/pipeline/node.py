@@ -64,14 +64,12 @@ class Node:
             yield self.cfg.model_copy(update={"mqtt": mqtt})
 
     async def run(self) -> int:
-        from models.incremental import IncrementalFusion
-
         async with self._broker() as cfg:
             topics = Topics(cfg.mqtt.prefix, cfg.node)
             spec = self.loaded.spec
             builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
             cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
-            fusion = IncrementalFusion(self.loaded.model, device=self.loaded.device)
+            fusion = self.loaded.make_fusion()
             publisher = MqttPublisher(cfg.mqtt, topics, client_id=cid)
 
             def status(stream: str, modality: Modality, online: bool) -> None:
@@ -142,15 +140,19 @@ class Node:
                 self._text_in = text_in
                 async with text_in:
                     ended = await self._run_workers(list(workers.values()), publisher, topics)
+                log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
                     for w in workers.values():
                         await w.flush()
                 await runner.drain()
+                log.debug("shutdown: inference drained")
                 for w in workers.values():
                     for m in w.modalities:
                         status(w.id, m, False)
                 self._publish_stats(publisher, topics)
                 self.undelivered = await publisher.drain(cfg.shutdown_timeout)
+                log.debug("shutdown: outbox drained, %d left", self.undelivered)
+            log.debug("shutdown: publisher closed")
             if self.undelivered:
                 log.error("%d predictions were not delivered before shutdown", self.undelivered)
         return 0

@@ -1,0 +1,440 @@
+"""Export a checkpoint as four graphs: three encoders and the fusion step, ONNX or TorchScript.
+
+Shapes: N items, H x W x 3 frames, S = ``spec.segment_samples``, L text bytes, B windows,
+Tv / Ta / Tt slots per window, D = ``spec.d_model``, C = ``len(spec.labels)``.
+
+==============  ==========================================================  ================
+graph           inputs                                                      outputs
+==============  ==========================================================  ================
+video_encoder   frames uint8 [N, H, W, 3]                                   embedding [N, D]
+audio_encoder   wave float32 [N, S]                                         embedding [N, D]
+text_encoder    ids int64 [N, L], lengths int64 [N]                         embedding [N, D]
+fuse            video_emb float32 [B, Tv, D], video_mask bool [B, Tv],      logits [B, C],
+                audio_emb [B, Ta, D], audio_mask bool [B, Ta],              probs [B, C]
+                text_emb [B, Tt, D], text_mask bool [B, Tt],
+                text_pos_s float32 [B, Tt]
+==============  ==========================================================  ================
+
+Every axis named by a letter above is dynamic (N >= 1 for the encoders; H, W are dynamic
+too for ONNX). Next to the graphs, ``export.json`` records the spec, the checkpoint's name
+and version, the format and the file names; it is written last, so a directory with a
+manifest is a complete export. Export is offline and deterministic: the same checkpoint
+gives the same files.
+
+ONNX uses torch's TorchScript-based exporter (``dynamo=False``, opset 17), which needs the
+``onnx`` package but not ``onnxscript``; TorchScript uses ``torch.jit.trace`` and saves
+``.pt`` archives that ``torch.jit.load`` reads without this package.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.jit._trace import TracerWarning
+
+from models.checkpoint import default_checkpoint_dir, load_checkpoint
+from models.fusion import FusionModel
+from models.spec import ModelSpec
+
+__all__ = [
+    "FORMATS",
+    "GRAPHS",
+    "MANIFEST",
+    "ExportError",
+    "default_export_dir",
+    "export",
+    "export_model",
+    "graphs",
+    "is_exported",
+    "read_manifest",
+]
+
+Format = Literal["onnx", "torchscript"]
+FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
+GRAPHS = ("video_encoder", "audio_encoder", "text_encoder", "fuse")
+MANIFEST = "export.json"
+MANIFEST_FORMAT = "streamer.export/1"
+OPSET = 17
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class ExportError(ValueError):
+    """A bad format, an unwritable directory or an unreadable export; one-line message."""
+
+
+# -- the graphs: thin modules over FusionModel's own code --------------------------------------
+
+
+class VideoEncoderGraph(nn.Module):
+    """uint8 ``[N, H, W, 3]`` -> ``[N, D]``."""
+
+    def __init__(self, model: FusionModel) -> None:
+        super().__init__()
+        self.encoder = model.video_encoder
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.encoder(frames)
+        return out
+
+
+class AudioEncoderGraph(nn.Module):
+    """float32 ``[N, S]`` -> ``[N, D]`` (log-mel included)."""
+
+    def __init__(self, model: FusionModel) -> None:
+        super().__init__()
+        self.encoder = model.audio_encoder
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.encoder(wave)
+        return out
+
+
+class TextEncoderGraph(nn.Module):
+    """ids int64 ``[N, L]``, lengths int64 ``[N]`` -> ``[N, D]``."""
+
+    def __init__(self, model: FusionModel) -> None:
+        super().__init__()
+        self.encoder = model.text_encoder
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.encoder(ids, lengths)
+        return out
+
+
+class ExportableTransformerEncoder(nn.Module):
+    """``nn.TransformerEncoder``'s eval-mode math over the same layers, in plain ops.
+
+    Needed for ONNX only: the exporter traces ``nn.MultiheadAttention``'s packed in-projection
+    (``unflatten``) with the sequence length as a constant, so a graph traced at one window
+    length fails at another. Here every reshape keeps the sequence axis symbolic (``-1``).
+    ``src`` [B, T, D] (batch first), ``src_key_padding_mask`` bool [B, T], True = padding.
+    """
+
+    def __init__(self, encoder: nn.TransformerEncoder) -> None:
+        super().__init__()
+        self.layers = encoder.layers
+        self.norm = encoder.norm
+
+    @staticmethod
+    def _attention(
+        attn: nn.MultiheadAttention, x: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        heads, d = attn.num_heads, attn.embed_dim
+        qkv = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3D]
+        q, k, v = (
+            t.reshape(x.shape[0], -1, heads, d // heads).transpose(1, 2)  # [B, h, T, D / h]
+            for t in qkv.chunk(3, dim=-1)
+        )
+        scores = torch.matmul(q * (d // heads) ** -0.5, k.transpose(2, 3)) + bias  # [B, h, T, T]
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [B, h, T, D / h]
+        out = out.transpose(1, 2).reshape(x.shape[0], -1, d)  # [B, T, D]
+        return attn.out_proj(out)  # type: ignore[no-any-return]
+
+    def forward(self, src: torch.Tensor, src_key_padding_mask: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros_like(src_key_padding_mask, dtype=src.dtype)  # [B, T]
+        bias = zeros.masked_fill(src_key_padding_mask, float("-inf"))[:, None, None, :]
+        x = src
+        for layer in self.layers:
+            attn, act = layer.self_attn, layer.activation
+            if layer.norm_first:
+                x = x + self._attention(attn, layer.norm1(x), bias)
+                x = x + layer.linear2(act(layer.linear1(layer.norm2(x))))
+            else:
+                x = layer.norm1(x + self._attention(attn, x, bias))
+                x = layer.norm2(x + layer.linear2(act(layer.linear1(x))))
+        return x if self.norm is None else self.norm(x)
+
+
+class FuseGraph(nn.Module):
+    """``FusionModel.fuse`` -> ``(logits [B, C], probs [B, C])``.
+
+    ``exportable=True`` runs the transformer as :class:`ExportableTransformerEncoder` (on a
+    copy of the model sharing its weights); the tests hold it to ``fuse`` within 1e-5.
+    """
+
+    def __init__(self, model: FusionModel, *, exportable: bool = False) -> None:
+        super().__init__()
+        if exportable:
+            model = copy.copy(model)  # shallow: same parameters, own module table
+            model._modules = dict(model._modules)
+            model.fusion = ExportableTransformerEncoder(model.fusion)  # type: ignore[assignment]
+        self.model = model
+
+    def forward(
+        self,
+        video_emb: torch.Tensor,
+        video_mask: torch.Tensor,
+        audio_emb: torch.Tensor,
+        audio_mask: torch.Tensor,
+        text_emb: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_pos_s: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model.fuse(
+            video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
+        )  # [B, C]
+        return logits, torch.softmax(logits, dim=-1)
+
+
+_INPUTS: dict[str, tuple[str, ...]] = {
+    "video_encoder": ("frames",),
+    "audio_encoder": ("wave",),
+    "text_encoder": ("ids", "lengths"),
+    "fuse": (
+        "video_emb",
+        "video_mask",
+        "audio_emb",
+        "audio_mask",
+        "text_emb",
+        "text_mask",
+        "text_pos_s",
+    ),
+}
+_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "video_encoder": ("embedding",),
+    "audio_encoder": ("embedding",),
+    "text_encoder": ("embedding",),
+    "fuse": ("logits", "probs"),
+}
+_DYNAMIC: dict[str, dict[str, dict[int, str]]] = {
+    "video_encoder": {"frames": {0: "N", 1: "H", 2: "W"}, "embedding": {0: "N"}},
+    "audio_encoder": {"wave": {0: "N"}, "embedding": {0: "N"}},
+    "text_encoder": {"ids": {0: "N", 1: "L"}, "lengths": {0: "N"}, "embedding": {0: "N"}},
+    "fuse": {
+        "video_emb": {0: "B", 1: "Tv"},
+        "video_mask": {0: "B", 1: "Tv"},
+        "audio_emb": {0: "B", 1: "Ta"},
+        "audio_mask": {0: "B", 1: "Ta"},
+        "text_emb": {0: "B", 1: "Tt"},
+        "text_mask": {0: "B", 1: "Tt"},
+        "text_pos_s": {0: "B", 1: "Tt"},
+        "logits": {0: "B"},
+        "probs": {0: "B"},
+    },
+}
+
+
+def graphs(model: FusionModel, fmt: str = "torchscript") -> dict[str, nn.Module]:
+    """The four graph modules of ``model`` as ``fmt`` exports them (they share its weights)."""
+    return {
+        "video_encoder": VideoEncoderGraph(model).eval(),
+        "audio_encoder": AudioEncoderGraph(model).eval(),
+        "text_encoder": TextEncoderGraph(model).eval(),
+        "fuse": FuseGraph(model, exportable=fmt == "onnx").eval(),
+    }
+
+
+def example_inputs(spec: ModelSpec) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Fixed (seeded) tracing inputs for each graph.
+
+    Every size differs from the others and from 1, so no axis is mistaken for a constant;
+    Tt exceeds ``max_text_events`` and some masks are False, so no branch is skipped.
+    """
+    g = torch.Generator().manual_seed(0)
+    d, size = spec.d_model, spec.image_size
+    b, tv, ta, tt = 2, 5, 6, spec.max_text_events + 3
+
+    def mask(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=g) > 0.3
+
+    return {
+        "video_encoder": (torch.randint(0, 256, (3, size, size, 3), generator=g).to(torch.uint8),),
+        "audio_encoder": (torch.randn(3, spec.segment_samples, generator=g),),
+        "text_encoder": (
+            torch.randint(1, 257, (3, 7), generator=g),
+            torch.tensor([7, 2, 0], dtype=torch.int64),
+        ),
+        "fuse": (
+            torch.randn(b, tv, d, generator=g),
+            mask(b, tv),
+            torch.randn(b, ta, d, generator=g),
+            mask(b, ta),
+            torch.randn(b, tt, d, generator=g),
+            mask(b, tt),
+            torch.rand(b, tt, generator=g) * 2.0,
+        ),
+    }
+
+
+@contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Silence the tracers' notices about the encoders' Python-side input checks (they are
+    constant for valid inputs), the exporter's deprecation notices, its note that a reversed
+    slice (reflect padding) is not constant-folded, and its caution about GRUs traced at a
+    batch size other than 1 (their initial state is zeros, not a traced constant; the tests
+    run every graph at several batch sizes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_", UserWarning)
+        yield
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp_path)``, then rename onto ``path``: no half-written file is ever visible."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _export_onnx(name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            graph,
+            args,
+            tmp,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(_INPUTS[name]),
+            output_names=list(_OUTPUTS[name]),
+            dynamic_axes=_DYNAMIC[name],
+            do_constant_folding=True,
+        )
+
+    _write_atomic(path, write)
+
+
+def _export_torchscript(
+    name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path
+) -> None:
+    traced = torch.jit.trace(graph, args, check_trace=False)  # type: ignore[no-untyped-call]
+    _write_atomic(path, lambda tmp: torch.jit.save(traced, tmp))
+
+
+def _check_format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    return fmt
+
+
+def export_model(
+    model: FusionModel,
+    fmt: str,
+    out_dir: str | Path,
+    *,
+    name: str | None = None,
+    version: str = "unversioned",
+) -> list[Path]:
+    """Write the four graphs of ``model`` and ``export.json`` to ``out_dir``; their paths.
+
+    The model is exported from CPU in eval mode (it is not moved or changed: a CPU copy is
+    traced when it lives elsewhere). ``ExportError`` on a bad format or directory.
+    """
+    kind = _check_format(fmt)
+    if kind == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise ExportError("exporting to onnx needs the onnx package (pip install onnx)")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create export directory {out}: {e.strerror or e}") from e
+    params = list(model.parameters())
+    if (params and params[0].device.type != "cpu") or model.training:
+        model = copy.deepcopy(model).cpu()
+    model = model.eval()
+    spec = model.spec
+    inputs = example_inputs(spec)
+    (manifest_path := out / MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
+    files: dict[str, str] = {}
+    written: list[Path] = []
+    try:
+        # Grad mode on purpose: under no_grad, nn.TransformerEncoderLayer takes its fused
+        # fast path (aten::_transformer_encoder_layer_fwd), which has no ONNX symbolic.
+        with _quiet_tracing(), torch.enable_grad():
+            for graph_name, graph in graphs(model, kind).items():
+                path = out / f"{graph_name}{_SUFFIX[kind]}"
+                if kind == "onnx":
+                    _export_onnx(graph_name, graph, inputs[graph_name], path)
+                else:
+                    _export_torchscript(graph_name, graph, inputs[graph_name], path)
+                files[graph_name] = path.name
+                written.append(path)
+    except OSError as e:
+        raise ExportError(f"cannot write export to {out}: {e.strerror or e}") from e
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "runtime": kind,
+        "opset": OPSET if kind == "onnx" else None,
+        "torch": torch.__version__,
+        "checkpoint": {"name": name or spec.name, "version": version},
+        "spec": spec.to_dict(),
+        "files": files,
+        "inputs": {g: list(v) for g, v in _INPUTS.items()},
+        "outputs": {g: list(v) for g, v in _OUTPUTS.items()},
+        "dynamic_axes": _DYNAMIC,
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    _write_atomic(manifest_path, lambda tmp: Path(tmp).write_text(text))
+    return [*written, manifest_path]
+
+
+def default_export_dir(version: str, fmt: str) -> Path:
+    """Where an export of checkpoint ``version`` is cached when no directory is given:
+    ``$XDG_CACHE_HOME/streamer/<fmt>/<digest>`` (``~/.cache`` by default)."""
+    kind = _check_format(fmt)
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = version.split(":", 1)[-1][:32] or "unversioned"
+    return root / "streamer" / kind / digest
+
+
+def export(
+    checkpoint_dir: str | Path | None, fmt: str, out_dir: str | Path | None = None
+) -> list[Path]:
+    """Export a checkpoint directory (``None``: the shipped one) as ``fmt`` to ``out_dir``
+    (``None``: :func:`default_export_dir`); the written paths, ``export.json`` last.
+
+    ``ExportError`` for a bad format or directory; ``CheckpointFormatError`` (also a
+    ``ValueError``) for a bad checkpoint. Both have one-line messages.
+    """
+    kind = _check_format(fmt)
+    model, info = load_checkpoint(checkpoint_dir or default_checkpoint_dir(), device="cpu")
+    target = Path(out_dir) if out_dir is not None else default_export_dir(info.version, kind)
+    return export_model(model, kind, target, name=info.name, version=info.version)
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The ``export.json`` of an export directory, checked; ``ExportError`` if unusable."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ExportError(f"{directory}: no {MANIFEST} (not an export directory)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: unreadable ({str(e).splitlines()[0]})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{path}: not a {MANIFEST_FORMAT} manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(GRAPHS):
+        raise ExportError(f"{path}: 'files' must name the graphs {', '.join(GRAPHS)}")
+    for graph_name, file in files.items():
+        if not (Path(directory) / str(file)).is_file():
+            raise ExportError(f"{path}: {graph_name} file {file!r} is missing")
+    return manifest
+
+
+def is_exported(directory: str | Path, version: str, fmt: str) -> bool:
+    """Whether ``directory`` holds a complete ``fmt`` export of checkpoint ``version``."""
+    try:
+        manifest = read_manifest(directory)
+    except ExportError:
+        return False
+    checkpoint = manifest.get("checkpoint") or {}
+    return manifest.get("runtime") == fmt and checkpoint.get("version") == version

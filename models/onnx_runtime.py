@@ -1,0 +1,128 @@
+"""Incremental inference on exported ONNX graphs with onnxruntime (CPU).
+
+Shapes: N items, B windows, Tv / Ta / Tt slots per window, D = ``spec.d_model``,
+C = ``len(spec.labels)``; the graphs are described in :mod:`models.export`.
+
+:class:`OnnxFusion` is :class:`models.incremental.IncrementalFusion` with the math moved
+to onnxruntime: the same call, cache (by session, modality and key), bounds and counters
+(they share :class:`models.incremental.CachedFusion`); torch only holds the cached
+embeddings and stacks them. ``onnxruntime`` is imported when an ``OnnxFusion`` is built,
+so this module imports without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from models.export import GRAPHS, ExportError, read_manifest
+from models.incremental import CachedFusion
+from models.spec import ModelSpec
+
+__all__ = ["OnnxFusion", "onnxruntime_available"]
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnxruntime`` can be imported."""
+    try:
+        import onnxruntime  # type: ignore[import-untyped, import-not-found, unused-ignore]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxFusion(CachedFusion):
+    """``windows -> probabilities [B, C]`` (on CPU) from an ONNX export directory.
+
+    ``intra_op_threads``: threads each graph may use (``None``: onnxruntime's default, one
+    per physical core). Graphs run one at a time (the runtime calls from one thread).
+    ``ExportError`` when the directory is not a complete ONNX export; ``ImportError`` when
+    onnxruntime is not installed.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        intra_op_threads: int | None = None,
+        max_entries: int = 4096,
+        max_idle_windows: int = 2,
+        max_sessions: int = 1024,
+    ) -> None:
+        import onnxruntime as ort  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        manifest = read_manifest(directory)
+        if manifest.get("runtime") != "onnx":
+            raise ExportError(f"{directory}: a {manifest.get('runtime')!r} export, not onnx")
+        spec = ModelSpec.from_dict(dict(manifest["spec"]))
+        super().__init__(
+            spec,
+            "cpu",
+            max_entries,
+            max_idle_windows=max_idle_windows,
+            max_sessions=max_sessions,
+        )
+        self.directory = Path(directory)
+        self.name = str(manifest["checkpoint"]["name"])
+        self.version = str(manifest["checkpoint"]["version"])
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if intra_op_threads is not None:
+            if intra_op_threads < 1:
+                raise ValueError("intra_op_threads must be >= 1")
+            options.intra_op_num_threads = intra_op_threads
+        self._graphs: dict[str, Any] = {}
+        for graph in GRAPHS:
+            path = self.directory / str(manifest["files"][graph])
+            try:
+                self._graphs[graph] = ort.InferenceSession(
+                    str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as e:  # onnxruntime raises its own types for a bad model
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ExportError(f"{path}: onnxruntime cannot load it ({first})") from e
+
+    def _run(self, graph: str, output: str, **inputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out = self._graphs[graph].run([output], inputs)
+        return np.asarray(out[0])
+
+    def _embedding(self, graph: str, **inputs: npt.NDArray[Any]) -> torch.Tensor:
+        return torch.from_numpy(self._run(graph, "embedding", **inputs))  # [N, D]
+
+    def _encode_video(self, frames: npt.NDArray[np.uint8]) -> torch.Tensor:
+        return self._embedding("video_encoder", frames=np.ascontiguousarray(frames))
+
+    def _encode_audio(self, wave: npt.NDArray[np.float32]) -> torch.Tensor:
+        return self._embedding("audio_encoder", wave=np.ascontiguousarray(wave))
+
+    def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self._embedding("text_encoder", ids=ids.numpy(), lengths=lengths.numpy())
+
+    def _fuse(
+        self,
+        video_emb: torch.Tensor,
+        video_mask: torch.Tensor,
+        audio_emb: torch.Tensor,
+        audio_mask: torch.Tensor,
+        text_emb: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_pos_s: torch.Tensor,
+    ) -> torch.Tensor:
+        probs = self._run(
+            "fuse",
+            "probs",
+            video_emb=video_emb.contiguous().numpy(),
+            video_mask=video_mask.numpy(),
+            audio_emb=audio_emb.contiguous().numpy(),
+            audio_mask=audio_mask.numpy(),
+            text_emb=text_emb.contiguous().numpy(),
+            text_mask=text_mask.numpy(),
+            text_pos_s=text_pos_s.numpy(),
+        )  # [B, C]
+        return torch.from_numpy(probs.astype(np.float32, copy=False))

@@ -1,0 +1,170 @@
+"""Training and evaluation loops for :class:`FusionModel`, on plain labelled windows.
+
+Shapes: B windows per batch, C classes. Inputs are :class:`models.windows.WindowInputs`
+(keys unused) with an int label each; nothing here knows streams or files.
+
+Modality dropout: during training each present modality of a window is hidden with
+probability ``modality_dropout`` (never all of them), so the model learns to predict
+from any subset, which is what live streams with missing modalities need.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.fusion import FullBatch, FusionModel
+from models.windows import WindowInputs, collate
+
+MODALITIES = ("video", "audio", "text")
+COMBOS: tuple[tuple[str, ...], ...] = tuple(
+    c for n in (1, 2, 3) for c in itertools.combinations(MODALITIES, n)
+)
+
+
+def combo_name(combo: Sequence[str]) -> str:
+    return "+".join(combo)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    modality_dropout: float = 0.3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+def only(batch: FullBatch, keep: Sequence[str]) -> FullBatch:
+    """``batch`` with every modality not in ``keep`` marked absent."""
+    return replace(
+        batch,
+        video_mask=batch.video_mask if "video" in keep else torch.zeros_like(batch.video_mask),
+        audio_mask=batch.audio_mask if "audio" in keep else torch.zeros_like(batch.audio_mask),
+        text_mask=batch.text_mask if "text" in keep else torch.zeros_like(batch.text_mask),
+    )
+
+
+def drop_modalities(batch: FullBatch, p: float, gen: torch.Generator) -> FullBatch:
+    """Hide each modality of each window with probability ``p``, never all present ones."""
+    masks = [batch.video_mask, batch.audio_mask, batch.text_mask]
+    present = torch.stack([m.any(dim=1) for m in masks], dim=1)  # [B, 3]
+    drop = (torch.rand(present.shape, generator=gen) < p) & present
+    all_gone = (present & ~drop).sum(dim=1) == 0
+    drop[all_gone] = False  # keep what there was rather than nothing
+    return replace(
+        batch,
+        video_mask=batch.video_mask & ~drop[:, 0:1],
+        audio_mask=batch.audio_mask & ~drop[:, 1:2],
+        text_mask=batch.text_mask & ~drop[:, 2:3],
+    )
+
+
+def fit(
+    model: FusionModel,
+    windows: Sequence[WindowInputs],
+    labels: Sequence[int],
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    on_step: Callable[[int, int, float, float], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> list[EpochReport]:
+    """Train in place. ``on_step(epoch, step, loss, acc)`` after every batch."""
+    if len(windows) != len(labels) or not windows:
+        raise ValueError("need as many labels as windows, and at least one")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    y_all = torch.tensor(labels, dtype=torch.int64)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    spec = model.spec
+    reports: list[EpochReport] = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        order = rng.permutation(len(windows))
+        total, correct, loss_sum = 0, 0, 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            batch = collate([windows[i] for i in idx], spec)
+            batch = drop_modalities(batch, cfg.modality_dropout, gen).to(device)
+            y = y_all[idx].to(device)
+            logits = model(batch)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            n = len(idx)
+            total += n
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(loss) * n
+            if on_step is not None:
+                on_step(epoch, step, loss_sum / total, correct / total)
+        report = EpochReport(epoch, loss_sum / total, correct / total, time.perf_counter() - t0)
+        reports.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    model.eval()
+    return reports
+
+
+@torch.inference_mode()
+def predict(
+    model: FusionModel,
+    windows: Sequence[WindowInputs],
+    keep: Sequence[str] = MODALITIES,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Predicted class per window using only the modalities in ``keep``."""
+    model.to(device).eval()
+    out: list[np.ndarray] = []
+    for i in range(0, len(windows), batch_size):
+        batch = only(collate(windows[i : i + batch_size], model.spec), keep).to(device)
+        out.append(model(batch).argmax(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate(
+    model: FusionModel,
+    windows: Sequence[WindowInputs],
+    labels: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, float], np.ndarray]:
+    """Accuracy for every combination of modalities, and the confusion matrix
+    (rows: truth, columns: prediction) with all three."""
+    y = np.asarray(labels)
+    acc: dict[str, float] = {}
+    confusion = np.zeros((len(model.spec.labels),) * 2, dtype=np.int64)
+    for combo in COMBOS:
+        pred = predict(model, windows, combo, device=device)
+        acc[combo_name(combo)] = float((pred == y).mean()) if len(y) else 0.0
+        if combo == MODALITIES:
+            np.add.at(confusion, (y, pred), 1)
+    return acc, confusion

@@ -1,0 +1,1 @@
+"""Offline training and evaluation on clip folders, read through the live path."""

@@ -1,0 +1,142 @@
+"""``streamer train`` and ``streamer eval``: the clip folder in, a checkpoint or a table out."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from models.checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
+from models.fusion import FusionModel
+from models.spec import ModelSpec
+from models.training import COMBOS, TrainConfig, combo_name, evaluate, fit
+from streamer.config import WindowConfig
+from streamer.errors import CheckpointError, ConfigError
+from streamer.inference.device import resolve_device
+from streamer.training.clipset import WindowSet, load_split
+
+QUICK = TrainConfig(epochs=2, batch_size=16)
+QUICK_CLIPS = 8
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        console=console, transient=False,
+    )  # fmt: skip
+
+
+def _load(
+    split: Path, spec: ModelSpec, window: WindowConfig, limit: int | None, console: Console
+) -> WindowSet:
+    with _progress(console) as bar:
+        task = bar.add_task(f"reading {split.name}", total=None, info="")
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, info=f"{done}/{total} clips")
+
+        ws = load_split(split, spec, window, limit=limit, progress=step)
+        bar.update(task, info=f"{len(ws)} windows")
+    return ws
+
+
+def train_command(
+    data: str, out: str, *, epochs: int | None, quick: bool, device: str, seed: int
+) -> int:
+    root = Path(data)
+    console = Console(stderr=True)
+    spec = ModelSpec()
+    window = WindowConfig()
+    dev = resolve_device(device)
+    limit = QUICK_CLIPS if quick else None
+    cfg = QUICK if quick else TrainConfig()
+    cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, **({"epochs": epochs} if epochs else {})})
+    t_start = time.perf_counter()
+    train = _load(root / "train", spec, window, limit, console)
+    test = _load(root / "test", spec, window, limit, console)
+    torch.manual_seed(seed)
+    model = FusionModel(spec)
+    x_train = train.all_inputs()
+    with _progress(console) as bar:
+        task = bar.add_task("training", total=cfg.epochs, info="")
+
+        def on_step(epoch: int, step: int, loss: float, acc: float) -> None:
+            bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f} acc {acc:.3f}")
+
+        reports = fit(
+            model, x_train, train.labels.tolist(), cfg, device=dev, on_step=on_step,
+            on_epoch=lambda r: bar.advance(task),
+        )  # fmt: skip
+    train_s = time.perf_counter() - t_start
+    acc, confusion = evaluate(model, test.all_inputs(), test.labels.tolist(), device=dev)
+    model.to("cpu")
+    command = "streamer " + shlex.join(sys.argv[1:]) if sys.argv else "streamer train"
+    metrics: dict[str, Any] = {
+        "test_accuracy": acc,
+        "train_accuracy_last_epoch": reports[-1].accuracy,
+        "train_loss_last_epoch": reports[-1].loss,
+        "train_windows": len(train),
+        "test_windows": len(test),
+        "seconds": round(train_s, 1),
+        "confusion": confusion.tolist(),
+    }
+    info = save_checkpoint(
+        model, Path(out), metrics=metrics, trained=True,
+        extra={
+            "command": command,
+            "training": {**cfg.__dict__, "device": str(dev), "threads": torch.get_num_threads()},
+            "data": {"path": str(root.resolve()), "window": window.model_dump()},
+        },
+    )  # fmt: skip
+    print_table(acc, confusion, spec, Console())
+    print(f"checkpoint {out} ({info.version[:19]}), {train_s:.0f} s")
+    return 0
+
+
+def print_table(
+    acc: dict[str, float], confusion: np.ndarray, spec: ModelSpec, console: Console
+) -> None:
+    t = Table(title="accuracy by modality combination")
+    t.add_column("modalities")
+    t.add_column("accuracy", justify="right")
+    for combo in COMBOS:
+        name = combo_name(combo)
+        t.add_row(name, f"{acc[name] * 100:.1f} %")
+    console.print(t)
+    c = Table(title="confusion (rows: truth, columns: predicted), all modalities")
+    c.add_column("")
+    for lab in spec.labels:
+        c.add_column(lab, justify="right")
+    for lab, row in zip(spec.labels, confusion, strict=True):
+        c.add_row(lab, *(str(int(v)) for v in row))
+    console.print(c)
+
+
+def eval_command(checkpoint: str, data: str, *, json_file: str | None, device: str) -> int:
+    dev = resolve_device(device)
+    try:
+        model, info = load_checkpoint(Path(checkpoint), device=dev)
+    except CheckpointFormatError as e:
+        raise CheckpointError(f"CHECKPOINT: {e}") from None
+    root = Path(data)
+    split = root / "test" if (root / "test").is_dir() else root
+    if not (split / "labels.csv").is_file():
+        raise ConfigError("DATA", f"no labels.csv in {split}")
+    console = Console(stderr=True)
+    window = WindowConfig()
+    ws = _load(split, info.spec, window, None, console)
+    acc, confusion = evaluate(model, ws.all_inputs(), ws.labels.tolist(), device=dev)
+    print_table(acc, confusion, info.spec, Console())
+    if json_file:
+        Path(json_file).write_text(json.dumps(acc, indent=2) + "\n")
+    return 0
