@@ -7,6 +7,9 @@ This package imports nothing from ``streamer``: it knows no streams, MQTT or asy
 * ``encoders/``   video (per-frame CNN), audio (log-mel, conv1d, GRU), text (bytes, GRU)
 * ``fusion``      FusionModel and FullBatch: tokens per item, transformer, logits
 * ``windows``     WindowInputs and ``collate`` (windows -> FullBatch)
-* ``incremental`` IncrementalFusion: cached per-item embeddings, one fuse per call
-* ``checkpoint``  safetensors + config.json; ``make_reference`` writes ``reference/``
+* ``incremental`` CachedFusion / IncrementalFusion: cached per-item embeddings, one fuse
+                  per call; ``onnx_runtime`` the same on onnxruntime
+* ``checkpoint``  safetensors + config.json; ``reference/`` is the shipped one
+* ``training``    the training loop (modality dropout) and per-combination evaluation
+* ``export``      ONNX / TorchScript export of the encoders and the fusion step
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -81,9 +82,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streamer.training.commands import train_command
 
     _setup_logging(args.log_level or "warning")
+    command = ["streamer", "train", args.data, "--out", args.out, "--seed", str(args.seed)]
+    command += ["--epochs", str(args.epochs)] if args.epochs else []
+    command += ["--quick"] if args.quick else []
+    command += ["--device", args.device] if args.device != "auto" else []
     return train_command(
         args.data, args.out, epochs=args.epochs, quick=args.quick, device=args.device,
-        seed=args.seed,
+        seed=args.seed, command=shlex.join(command),
     )  # fmt: skip
 
 
@@ -92,6 +97,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level or "warning")
     return eval_command(args.checkpoint, args.data, json_file=args.json, device=args.device)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from streamer.datasets.avdigits.cli import main_dataset
+
+    _setup_logging(args.log_level or "warning")
+    return main_dataset(args.out, args.clips, args.seed)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -162,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--streams", type=_streams, default=2)
     d.add_argument("--port", type=int, default=None, help="broker port (default 1883 if free)")
     d.set_defaults(func=cmd_demo)
+
+    ds = sub.add_parser("dataset", help="generate a training data set")
+    dsk = ds.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    av = dsk.add_parser("avdigits", help="AV-digits: handwriting, speech and text of a digit")
+    av.add_argument("out", help="output folder (train/ and test/ are written in it)")
+    av.add_argument("--clips", type=_count, default=600, help="clips in all (default 600)")
+    av.add_argument("--seed", type=int, default=0)
+    av.set_defaults(func=cmd_dataset)
 
     t = sub.add_parser("train", help="train the fusion model on a clip folder")
     t.add_argument("data", help="a folder with train/ and test/ clip folders")

@@ -1,5 +1,7 @@
-"""``streamer demo``: an embedded broker, live synthetic streams, the shipped model, and a
-live table of the latest predictions (plain lines when stdout is not a terminal)."""
+"""``streamer demo``: an embedded broker, live AV-digits streams (``synthetic:avdigits``:
+handwriting on video, speech on audio, text events sent over MQTT), the shipped model,
+and a live table of the latest predictions with their accuracy against the generator's
+ground truth (plain lines when stdout is not a terminal)."""
 
 from __future__ import annotations
 
@@ -13,38 +15,47 @@ from typing import Any
 import aiomqtt
 
 from streamer.config import Config, MqttConfig, StreamConfig
+from streamer.datasets.avdigits.live import segment_index
 from streamer.pipeline.node import Node
 from streamer.sinks.broker import EmbeddedBroker
-from streamer.sources.synthetic import scripted_text
+from streamer.sources.synthetic import avdigits_label, avdigits_text
 from streamer.subscribe import format_prediction
-
-TEXT_EVERY_S = 1.0
 
 
 def demo_config(url: str, streams: int) -> Config:
+    """Stream ``demoN`` shows AV-digits with seed N (video and audio from one source)."""
     return Config(
         node="demo",
         mqtt=MqttConfig(url=url),
         streams=[
             StreamConfig(
                 id=f"demo{i}",
-                video=f"synthetic:pattern?seed={i}&fps=10&size=320x240",
-                audio=f"synthetic:tone?freq={330 + 110 * i}&seed={i}",
+                video=f"synthetic:avdigits?seed={i}",
+                audio=f"synthetic:avdigits?seed={i}",
             )
             for i in range(streams)
         ],
     )
 
 
-async def _publish_text(url_port: int, cfg: Config) -> None:
-    """Scripted text events for every stream, as a real MQTT client would send them."""
-    scripts = {s.id: scripted_text(seed=i) for i, s in enumerate(cfg.streams)}
-    async with aiomqtt.Client("127.0.0.1", url_port) as client:
-        while True:
-            for s in cfg.streams:
-                topic = s.text_topics(cfg.mqtt.prefix, cfg.node)[0]
-                await client.publish(topic, next(scripts[s.id]).encode(), qos=1)
-            await asyncio.sleep(TEXT_EVERY_S)
+def seed_of(stream: str) -> int:
+    return int(stream.removeprefix("demo"))
+
+
+def truth(stream: str, start: float, end: float) -> str | None:
+    """The generator's label of a window, when the window lies inside one segment."""
+    if segment_index(start) != segment_index(end - 1e-6):
+        return None
+    return avdigits_label(seed_of(stream), start)
+
+
+async def _publish_text(port: int, topic: str, seed: int) -> None:
+    """The stream's text events, each at its time, as a real MQTT client would send them."""
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        for t, text in avdigits_text(seed):
+            await asyncio.sleep(max(0.0, t - time.time()))  # pacing to the event's time
+            payload = json.dumps({"text": text, "ts": t})
+            await client.publish(topic, payload.encode(), qos=1)
 
 
 class _View:
@@ -52,46 +63,49 @@ class _View:
         self.tty = tty
         self.latest: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
+        self.scored: dict[str, int] = {}  # windows inside one segment
+        self.correct: dict[str, int] = {}
         self.t0 = time.monotonic()
 
     def add(self, p: dict[str, Any]) -> None:
-        self.latest[p["stream"]] = p
-        self.counts[p["stream"]] = self.counts.get(p["stream"], 0) + 1
+        sid = p["stream"]
+        self.latest[sid] = p
+        self.counts[sid] = self.counts.get(sid, 0) + 1
+        want = truth(sid, p["window"]["start"], p["window"]["end"])
+        complete = p["latency_ms"]["end_to_publish"] >= 0  # not cut short by the stop
+        if want is not None and complete:
+            self.scored[sid] = self.scored.get(sid, 0) + 1
+            self.correct[sid] = self.correct.get(sid, 0) + (p["label"] == want)
         if not self.tty:
-            print(format_prediction(p), flush=True)
+            print(f"{format_prediction(p)} truth={want or '-'}", flush=True)
+
+    def accuracy(self, sid: str | None = None) -> tuple[int, int]:
+        """(correct, scored) for one stream or all."""
+        keys = [sid] if sid else list(self.scored)
+        return sum(self.correct.get(k, 0) for k in keys), sum(self.scored.get(k, 0) for k in keys)
 
     def table(self) -> Any:
         from rich.table import Table
 
         t = Table(title="streamer demo: latest prediction per stream")
-        for col in (
-            "stream",
-            "seq",
-            "label",
-            "score",
-            "video",
-            "audio",
-            "text",
-            "windows/s",
-            "inference ms",
-            "end→publish ms",
-        ):
+        for col in ("stream", "seq", "label", "truth", "score", "video", "audio", "text",
+                    "accuracy", "windows/s", "inference ms", "end→publish ms"):  # fmt: skip
             t.add_column(col)
         elapsed = max(time.monotonic() - self.t0, 1e-6)
         for sid, p in sorted(self.latest.items()):
             m = p["modalities"]
+            ok, n = self.accuracy(sid)
+            want = truth(sid, p["window"]["start"], p["window"]["end"])
             t.add_row(
-                sid,
-                str(p["seq"]),
-                p["label"],
-                f"{p['score']:.2f}",
+                sid, str(p["seq"]), p["label"], want or "-", f"{p['score']:.2f}",
                 f"{m['video']['frames']} fr" if m["video"]["present"] else "missing",
                 f"{m['audio']['seconds']:.2f} s" if m["audio"]["present"] else "missing",
                 f"{m['text']['events']} ev" if m["text"]["present"] else "-",
+                f"{100 * ok / n:.0f} % of {n}" if n else "-",
                 f"{self.counts[sid] / elapsed:.1f}",
                 f"{p['latency_ms']['inference']:.1f}",
                 f"{p['latency_ms']['end_to_publish']:.1f}",
-            )
+            )  # fmt: skip
         return t
 
 
@@ -113,7 +127,7 @@ async def demo(*, duration: float | None, streams: int, port: int | None) -> int
         print(f"  streamer subscribe --url {broker.url}")
         print(f"  mosquitto_sub -h 127.0.0.1 -p {broker.port} -t 'streamer/#' -v")
         if not node.loaded.trained:
-            print("note: the shipped model is untrained for now; labels are not meaningful yet")
+            print("note: this model is untrained; its labels are not meaningful")
         print("Ctrl-C stops." if duration is None else f"running for {duration:g} s.", flush=True)
         view = _View(tty)
         loop = asyncio.get_running_loop()
@@ -125,8 +139,16 @@ async def demo(*, duration: float | None, streams: int, port: int | None) -> int
             loop.call_later(duration, node.stop)
         async with asyncio.TaskGroup() as tg:
             helpers = [
-                tg.create_task(_publish_text(broker.port, cfg), name="demo-text"),
                 tg.create_task(_watch(broker.port, cfg.mqtt.prefix, view), name="demo-view"),
+                *(
+                    tg.create_task(
+                        _publish_text(
+                            broker.port, s.text_topics(cfg.mqtt.prefix, cfg.node)[0], seed_of(s.id)
+                        ),
+                        name=f"demo-text-{s.id}",
+                    )
+                    for s in cfg.streams
+                ),
             ]
             if tty:
                 helpers.append(tg.create_task(_live(view), name="demo-table"))
@@ -134,6 +156,9 @@ async def demo(*, duration: float | None, streams: int, port: int | None) -> int
             for h in helpers:
                 h.cancel()
         total = sum(view.counts.values())
+        ok, n = view.accuracy()
+        acc = f"{100 * ok / n:.1f} % of {n} windows inside one digit" if n else "no windows scored"
+        print(f"live accuracy: {acc}")
         print(f"demo done: {node.published} predictions published, {total} received by the viewer")
     return rc
 

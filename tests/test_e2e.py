@@ -72,7 +72,8 @@ def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) 
     check_predictions(cam2, schema, hop=HOP, length=LENGTH)
     # a 5 s clip at hop 0.5 and length 2: windows from the first covering one to the last
     assert len(cam1) >= int(CLIP_S / HOP), len(cam1)
-    for p in cam1:
+    # the audio track outlasts the last frame by a few ms: a last window may start after it
+    for p in cam1[:-1]:
         m = p["modalities"]
         assert m["video"]["present"] and m["audio"]["present"]
     # windows inside the clip hold every video slot and the whole 2 s of audio

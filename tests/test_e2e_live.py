@@ -162,3 +162,22 @@ async def _subscribe_prints_predictions(
     assert [p["seq"] for p in preds] == [0, 1, 2]
     for p in preds:
         jsonschema.validate(p, prediction_schema)
+
+
+# `streamer demo --streams 1 --duration 30` with the shipped checkpoint scored 73 % live
+# accuracy (30 windows inside one digit) on the dev machine; chance is 10 %. The bound
+# leaves room for the segments a 30 s run happens to see.
+DEMO_BOUND = 0.40
+
+
+def test_demo_live_accuracy_with_the_shipped_checkpoint() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "demo", "--duration", "30", "--streams", "1",
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("live accuracy: "))
+    accuracy, scored = float(line.split()[2]) / 100, int(line.split()[5])
+    assert scored >= 20, line  # 30 s at a 0.5 s hop, a third of them inside one digit
+    assert accuracy >= DEMO_BOUND, line

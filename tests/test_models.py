@@ -315,7 +315,7 @@ def test_shipped_reference_checkpoint_loads() -> None:
     assert root == Path(__file__).resolve().parent.parent / "models" / "reference"
     assert (root / "model.safetensors").stat().st_size < 5_000_000
     model, info = load_checkpoint(root)
-    assert info.trained is False and info.spec == SPEC
+    assert info.trained is True and info.spec == SPEC
     assert sum(p.numel() for p in model.parameters()) <= 1_000_000
 
 

@@ -98,7 +98,7 @@ async def test_a_consumer_far_behind_skips_and_counts() -> None:
     [
         ("synthetic:pattern", True, True, "synthetic:pattern has no audio"),
         ("synthetic:tone", True, False, "synthetic:tone has no video"),
-        ("synthetic:avdigits", True, False, "unknown synthetic source 'avdigits'"),
+        ("synthetic:nope", True, False, "unknown synthetic source 'nope'"),
         ("synthetic:?colour=red", True, False, "unknown option 'colour'"),
         ("synthetic:?fps=0", True, False, "fps must be a positive number, got '0'"),
         ("synthetic:?size=big", True, False, "size must be WIDTHxHEIGHT, got 'big'"),

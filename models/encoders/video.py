@@ -24,14 +24,15 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class VideoEncoder(nn.Module):
     """uint8 ``[N, H, W, 3]`` -> ``[N, D]``.
 
-    Scales to [0, 1] and normalises inside, then four stride-2 3x3 conv blocks
+    Scales to [0, 1], adds a colour- and polarity-free shape channel, then four stride-2
+    3x3 conv blocks
     (GroupNorm, GELU), a global average pool and a linear projection. Any H, W works.
     """
 
     def __init__(self, d_model: int) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        c_in = 3
+        c_in = 4  # the shape channel + RGB
         for c_out in _CHANNELS:
             blocks.append(_block(c_in, c_out))
             c_in = c_out
@@ -44,7 +45,13 @@ class VideoEncoder(nn.Module):
         if frames.dtype != torch.uint8:
             raise ValueError(f"VideoEncoder expects uint8 frames, got {frames.dtype}")
         x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W] in [0, 1]
-        x = (x - _MEAN) / _STD
+        # Shape, not colour: the distance of each pixel's grey level from the frame's mean,
+        # scaled per frame, so a light digit on a dark background and a dark one on a
+        # light background look alike and the background's hue drops out.
+        grey = x.mean(dim=1, keepdim=True)  # [N, 1, H, W]
+        dev = (grey - grey.mean(dim=(2, 3), keepdim=True)).abs()
+        dev = dev / (dev.std(dim=(2, 3), keepdim=True) + 1e-3)
+        x = torch.cat([dev - 1.0, (x - _MEAN) / _STD], dim=1)  # [N, 4, H, W]
         x = self.convs(x)  # [N, C, H / 16, W / 16]
         pooled = x.mean(dim=(2, 3))  # [N, C]
         out: torch.Tensor = self.proj(pooled)  # [N, D]

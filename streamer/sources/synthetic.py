@@ -3,6 +3,12 @@
     synthetic:pattern?fps=10&size=320x240&seed=0   video: a square moving over a gradient
     synthetic:tone?freq=440&seed=0                 audio: a sine tone in 20 ms chunks
     synthetic:[?...]                               both defaults (whichever is asked for)
+    synthetic:avdigits?seed=0&fps=10               AV-digits: handwritten digit + spoken word
+
+``avdigits`` is on the epoch clock: the frame stamped ``pts_ns`` shows the AV-digits
+content at time ``pts_ns`` (:mod:`streamer.datasets.avdigits.live`, held-out images and
+voices), so the truth of any window follows from its start alone (:func:`avdigits_label`);
+:func:`avdigits_text` yields the matching text events for a publisher.
 
 Frames are drawn at ``size`` and converted once to the model's size, like a camera's.
 Paced by the wall clock with asyncio, no thread: each item is stamped at its scheduled
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
+from fractions import Fraction
 from urllib.parse import parse_qsl, urlparse
 
 import numpy as np
@@ -25,6 +32,8 @@ import numpy.typing as npt
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
+from streamer.datasets.avdigits import live as avdigits
+from streamer.datasets.avdigits.speech import EspeakMissing, require_espeak
 from streamer.errors import SourceError, SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
 from streamer.sources.convert import rgb_to_frame, video_to_rgb
@@ -33,7 +42,9 @@ KINDS: dict[str, frozenset[Modality]] = {
     "": frozenset({"video", "audio"}),
     "pattern": frozenset({"video"}),
     "tone": frozenset({"audio"}),
+    "avdigits": frozenset({"video", "audio"}),
 }
+NOT_FOR_AVDIGITS = ("size", "freq")
 PARAMS = ("fps", "size", "freq", "seed")
 CHUNK_S = 0.02
 
@@ -144,6 +155,15 @@ class SyntheticSource:
         if missing:
             raise SourceOpenError(url, f"synthetic:{kind} has no {sorted(missing)[0]}")
         self.modalities: frozenset[Modality] = frozenset(wanted)
+        self.kind = kind
+        if kind == "avdigits":
+            for key in NOT_FOR_AVDIGITS:
+                if key in params:
+                    raise SourceOpenError(url, f"option {key!r} does not apply to avdigits")
+            try:
+                require_espeak()
+            except EspeakMissing as e:
+                raise SourceOpenError(url, str(e)) from e
         self.fps = _number(url, params, "fps", 10.0)
         size = params.get("size", "320x240")
         w, sep, h = size.partition("x")
@@ -157,6 +177,8 @@ class SyntheticSource:
         self._pattern = PatternGenerator(self.size, self.fps, self.seed)
         chunk = max(1, round(CHUNK_S * spec.audio_rate))
         self._tone = ToneGenerator(self.freq, spec.audio_rate, chunk, self.seed)
+        # avdigits: frame i is at epoch i / fps exactly (integer ns arithmetic)
+        self._fps_q = Fraction(self.fps).limit_denominator(1000)
         self._t0: int | None = None
         self._vi = 0  # next video frame index
         self._aj = 0  # next audio chunk index
@@ -166,15 +188,37 @@ class SyntheticSource:
         """Start (or, after close(), restart) the signal at frame 0, now."""
         self._t0 = self.clock.now_ns()
         self._vi = self._aj = 0
+        if self.kind == "avdigits":  # the first frame / chunk at or after now
+            q = self._fps_q
+            self._vi = -(-self._t0 * q.numerator // (NS * q.denominator))
+            self._aj = -(-self._t0 * self._tone.rate // (self._tone.chunk * NS))
+            # first use imports sklearn and runs espeak-ng: do it off the event loop
+            await asyncio.to_thread(self._picture, self._vi)
+            await asyncio.to_thread(self._samples, self._aj)
         self._closed = False
 
     def _video_ns(self, i: int) -> int:
         assert self._t0 is not None
+        if self.kind == "avdigits":
+            return i * NS * self._fps_q.denominator // self._fps_q.numerator
         return self._t0 + round(i * NS / self.fps)
 
     def _audio_ns(self, j: int) -> int:
         assert self._t0 is not None
+        if self.kind == "avdigits":
+            return j * self._tone.chunk * NS // self._tone.rate
         return self._t0 + j * self._tone.chunk * NS // self._tone.rate
+
+    def _picture(self, index: int) -> npt.NDArray[np.uint8]:
+        if self.kind == "avdigits":
+            return avdigits.frame_at(self.seed, self._video_ns(index))
+        return self._pattern.frame(index)
+
+    def _samples(self, index: int) -> npt.NDArray[np.float32]:
+        if self.kind == "avdigits":
+            n = self._tone.chunk
+            return avdigits.audio_at_rate(self.seed, index * n, n, self._tone.rate)
+        return self._tone.chunk_at(index)
 
     def _next(self) -> tuple[str, int, int]:
         """(modality, index, release time) of the next item due."""
@@ -211,10 +255,10 @@ class SyntheticSource:
             await asyncio.sleep(delay)  # pacing to the wall clock, not synchronisation
         if kind == "video":
             self._vi += 1
-            image = video_to_rgb(rgb_to_frame(self._pattern.frame(index)), self.spec.image_size)
+            image = video_to_rgb(rgb_to_frame(self._picture(index)), self.spec.image_size)
             return VideoFrame(self.stream, self._video_ns(index), image)
         self._aj += 1
-        samples = self._tone.chunk_at(index)
+        samples = self._samples(index)
         return AudioChunk(self.stream, self._audio_ns(index), samples, self._tone.rate)
 
     async def close(self) -> None:
@@ -243,3 +287,16 @@ def scripted_text(seed: int = 0) -> Iterator[str]:
         d2 = (d + rng.randrange(1, 10)) % 10
         template = rng.choice(_TEMPLATES)
         yield template.format(w=_DIGITS[d], d=d, w2=_DIGITS[d2])
+
+
+def avdigits_text(seed: int = 0, start_s: float | None = None) -> Iterator[tuple[float, str]]:
+    """The text events of ``synthetic:avdigits?seed=N`` from ``start_s`` (epoch seconds,
+    default now) on, endless: ``(epoch_seconds, text)``, in time order."""
+    if start_s is None:
+        start_s = NODE_CLOCK.now_ns() / NS
+    return avdigits.text_between(seed, start_s)
+
+
+def avdigits_label(seed: int, t_s: float) -> str:
+    """The true label ("0".."9") of ``synthetic:avdigits?seed=N`` at epoch time ``t_s``."""
+    return avdigits.label_at(seed, t_s)

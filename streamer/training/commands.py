@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,14 @@ from rich.table import Table
 from models.checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
 from models.fusion import FusionModel
 from models.spec import ModelSpec
-from models.training import COMBOS, TrainConfig, combo_name, evaluate, fit
+from models.training import COMBOS, EpochReport, TrainConfig, combo_name, evaluate, fit
 from streamer.config import WindowConfig
 from streamer.errors import CheckpointError, ConfigError
 from streamer.inference.device import resolve_device
 from streamer.training.clipset import WindowSet, load_split
 
-QUICK = TrainConfig(epochs=2, batch_size=16)
-QUICK_CLIPS = 8
+QUICK = TrainConfig(epochs=5, batch_size=16)
+QUICK_CLIPS = 40
 
 
 def _progress(console: Console) -> Progress:
@@ -51,8 +49,17 @@ def _load(
 
 
 def train_command(
-    data: str, out: str, *, epochs: int | None, quick: bool, device: str, seed: int
+    data: str,
+    out: str,
+    *,
+    epochs: int | None,
+    quick: bool,
+    device: str,
+    seed: int,
+    command: str,
 ) -> int:
+    """Train on DATA/train, evaluate on DATA/test, write the checkpoint; ``command`` is
+    recorded in its config.json so the checkpoint says how it was made."""
     root = Path(data)
     console = Console(stderr=True)
     spec = ModelSpec()
@@ -73,14 +80,20 @@ def train_command(
         def on_step(epoch: int, step: int, loss: float, acc: float) -> None:
             bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f} acc {acc:.3f}")
 
+        def on_epoch(r: EpochReport) -> None:
+            bar.advance(task)
+            console.print(
+                f"epoch {r.epoch + 1}/{cfg.epochs}: loss {r.loss:.3f}, "
+                f"train accuracy {r.accuracy:.3f}, {r.seconds:.0f} s"
+            )
+
         reports = fit(
             model, x_train, train.labels.tolist(), cfg, device=dev, on_step=on_step,
-            on_epoch=lambda r: bar.advance(task),
+            on_epoch=on_epoch,
         )  # fmt: skip
     train_s = time.perf_counter() - t_start
     acc, confusion = evaluate(model, test.all_inputs(), test.labels.tolist(), device=dev)
     model.to("cpu")
-    command = "streamer " + shlex.join(sys.argv[1:]) if sys.argv else "streamer train"
     metrics: dict[str, Any] = {
         "test_accuracy": acc,
         "train_accuracy_last_epoch": reports[-1].accuracy,
