@@ -24,6 +24,9 @@ from models.fusion import FullBatch, FusionModel
 from models.windows import WindowInputs, collate
 
 MODALITIES = ("video", "audio", "text")
+# When a window keeps one modality only, which one: video, the slowest encoder to learn,
+# is picked more often, so an easier modality cannot leave it untrained.
+KEEP_ONE_WEIGHTS = (3.0, 1.0, 1.0)
 COMBOS: tuple[tuple[str, ...], ...] = tuple(
     c for n in (1, 2, 3) for c in itertools.combinations(MODALITIES, n)
 )
@@ -70,7 +73,8 @@ def drop_modalities(batch: FullBatch, p: float, gen: torch.Generator) -> FullBat
     present = torch.stack([m.any(dim=1) for m in masks], dim=1)  # [B, 3]
     b = present.shape[0]
     single = torch.rand(b, generator=gen) < p  # [B]
-    pick = torch.multinomial(present.float() + 1e-6, 1, generator=gen).squeeze(1)  # [B]
+    weights = present.float() * torch.tensor(KEEP_ONE_WEIGHTS) + 1e-6  # [B, 3]
+    pick = torch.multinomial(weights, 1, generator=gen).squeeze(1)  # [B]
     keep_one = torch.zeros_like(present)
     keep_one[torch.arange(b), pick] = True
     random_drop = torch.rand(present.shape, generator=gen) < p / 2
