@@ -44,6 +44,19 @@ class FullBatch:
         return FullBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Item embeddings of B windows, before fusion; masks as in :class:`FullBatch`."""
+
+    video: torch.Tensor  # [B, Tv, D]
+    video_mask: torch.Tensor  # bool [B, Tv]
+    audio: torch.Tensor  # [B, Ta, D]
+    audio_mask: torch.Tensor  # bool [B, Ta]
+    text: torch.Tensor  # [B, Tt, D]
+    text_mask: torch.Tensor  # bool [B, Tt], the events fusion attends to
+    text_pos_s: torch.Tensor  # float32 [B, Tt]
+
+
 def recent_text_mask(mask: torch.Tensor, pos_s: torch.Tensor, keep: int) -> torch.Tensor:
     """``mask`` [B, Tt] narrowed to the ``keep`` most recent present events of each row.
 
@@ -172,13 +185,29 @@ class FusionModel(nn.Module):
         logits: torch.Tensor = self.head(self.norm(x[:, 0]))  # [B, C]
         return logits
 
-    def forward(self, batch: FullBatch) -> torch.Tensor:
-        """Full recompute from raw inputs -> logits ``[B, C]``; what training uses."""
+    def encode_batch(self, batch: FullBatch) -> Encoded:
+        """Every present item of B windows through its encoder (absent items: zeros)."""
         d = self.spec.d_model
         text_mask = recent_text_mask(batch.text_mask, batch.text_pos_s, self.spec.max_text_events)
-        video = _encode_present(self.encode_video, batch.video_mask, d, batch.video)
-        audio = _encode_present(self.encode_audio, batch.audio_mask, d, batch.audio)
-        text = _encode_present(self.encode_text, text_mask, d, batch.text_ids, batch.text_lengths)
-        return self.fuse(
-            video, batch.video_mask, audio, batch.audio_mask, text, text_mask, batch.text_pos_s
+        return Encoded(
+            video=_encode_present(self.encode_video, batch.video_mask, d, batch.video),
+            video_mask=batch.video_mask,
+            audio=_encode_present(self.encode_audio, batch.audio_mask, d, batch.audio),
+            audio_mask=batch.audio_mask,
+            text=_encode_present(
+                self.encode_text, text_mask, d, batch.text_ids, batch.text_lengths
+            ),
+            text_mask=text_mask,
+            text_pos_s=batch.text_pos_s,
         )
+
+    def fuse_encoded(self, enc: Encoded) -> torch.Tensor:
+        """:meth:`encode_batch`'s output -> logits ``[B, C]``."""
+        return self.fuse(
+            enc.video, enc.video_mask, enc.audio, enc.audio_mask, enc.text, enc.text_mask,
+            enc.text_pos_s,
+        )  # fmt: skip
+
+    def forward(self, batch: FullBatch) -> torch.Tensor:
+        """Full recompute from raw inputs -> logits ``[B, C]``; what training uses."""
+        return self.fuse_encoded(self.encode_batch(batch))

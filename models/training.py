@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.fusion import FullBatch, FusionModel
+from models.fusion import Encoded, FullBatch, FusionModel
 from models.windows import WindowInputs, collate
 
 MODALITIES = ("video", "audio", "text")
@@ -43,6 +43,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
     modality_dropout: float = 0.5
+    aux_weight: float = 0.5  # weight of each per-modality auxiliary loss (0 = off)
     seed: int = 0
 
 
@@ -89,6 +90,45 @@ def drop_modalities(batch: FullBatch, p: float, gen: torch.Generator) -> FullBat
     )
 
 
+class AuxHeads(nn.Module):
+    """One linear classifier per modality on the masked mean of its item embeddings.
+
+    Training only (not saved): each encoder gets a gradient of its own on every window
+    where its modality is present, even when modality dropout hides it from fusion, so a
+    slow learner (the video CNN) is not starved by the modalities that learn fast.
+    """
+
+    def __init__(self, d_model: int, classes: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, classes)) for _ in MODALITIES
+        )
+
+    def forward(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: logits ``[B, C]`` and which windows have it (bool ``[B]``)."""
+        out = []
+        items = (
+            (enc.video, enc.video_mask),
+            (enc.audio, enc.audio_mask),
+            (enc.text, enc.text_mask),
+        )
+        for head, (emb, mask) in zip(self.heads, items, strict=True):
+            m = mask.unsqueeze(2).to(emb.dtype)  # [B, T, 1]
+            pooled = (emb * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # [B, D]
+            out.append((head(pooled), mask.any(dim=1)))
+        return out
+
+
+def _hide(enc: Encoded, kept: FullBatch) -> Encoded:
+    """``enc`` with the masks of ``kept`` (modality dropout applied after encoding)."""
+    return replace(
+        enc,
+        video_mask=enc.video_mask & kept.video_mask,
+        audio_mask=enc.audio_mask & kept.audio_mask,
+        text_mask=enc.text_mask & kept.text_mask,
+    )
+
+
 def fit(
     model: FusionModel,
     windows: Sequence[WindowInputs],
@@ -107,7 +147,9 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     y_all = torch.tensor(labels, dtype=torch.int64)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aux = AuxHeads(model.spec.d_model, len(model.spec.labels)).to(device).train()
+    params = [*model.parameters(), *aux.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
@@ -121,14 +163,23 @@ def fit(
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            batch = collate([windows[i] for i in idx], spec)
-            batch = drop_modalities(batch, cfg.modality_dropout, gen).to(device)
+            full = collate([windows[i] for i in idx], spec)
+            kept = drop_modalities(full, cfg.modality_dropout, gen).to(device)
             y = y_all[idx].to(device)
-            logits = model(batch)
-            loss = loss_fn(logits, y)
+            if cfg.aux_weight > 0:
+                enc = model.encode_batch(full.to(device))  # every present item, dropped or not
+                logits = model.fuse_encoded(_hide(enc, kept))
+                loss = loss_fn(logits, y)  # the reported loss: fusion's alone
+                total_loss = loss
+                for aux_logits, has in aux(enc):
+                    if bool(has.any()):
+                        total_loss = total_loss + cfg.aux_weight * loss_fn(aux_logits[has], y[has])
+            else:
+                logits = model(kept)
+                loss = total_loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            total_loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             n = len(idx)

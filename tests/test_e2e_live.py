@@ -164,11 +164,10 @@ async def _subscribe_prints_predictions(
         jsonschema.validate(p, prediction_schema)
 
 
-# `streamer demo --streams 1 --duration 30` with the shipped checkpoint scored 87 % live
-# accuracy (30 windows inside one digit) on the dev machine (73 % with an earlier
-# checkpoint of the same recipe); chance is 10 %. The bound
-# leaves room for the segments a 30 s run happens to see.
-DEMO_BOUND = 0.40
+# `streamer demo --streams 1 --duration 30` with the shipped checkpoint scored 90 % and
+# 80 % live accuracy (30 windows inside one digit) in two runs on the dev machine; chance
+# is 10 %. The bound leaves room for the few segments a 30 s run happens to see.
+DEMO_BOUND = 0.50
 
 
 def test_demo_live_accuracy_with_the_shipped_checkpoint() -> None:

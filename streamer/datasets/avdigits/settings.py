@@ -41,8 +41,8 @@ class Difficulty:
     """Probabilities and ranges of the corruptions, per modality (a segment draws each)."""
 
     # video
-    video_absent: float = 0.25  # no digit: an empty, cluttered frame
-    video_distractor: float = 0.05  # (of all segments) a DIFFERENT digit is shown
+    video_absent: float = 0.15  # no digit: an empty, cluttered frame
+    video_distractor: float = 0.03  # (of all segments) a DIFFERENT digit is shown
     video_noise: tuple[float, float] = (4.0, 30.0)  # gaussian sigma, 0-255 scale
     video_blur: float = 0.45  # chance of a blur of radius 1-3 px
     video_occluders: tuple[int, int] = (0, 2)  # moving patches over the digit
@@ -50,14 +50,14 @@ class Difficulty:
     video_size: tuple[float, float] = (45.0, 90.0)  # digit height in pixels
     video_frame_dropout: float = 0.15  # single frames where the digit is missing
     # audio
-    audio_absent: float = 0.25  # noise only
-    audio_distractor: float = 0.05  # (of all segments) a DIFFERENT digit is spoken
-    audio_snr_db: tuple[float, float] = (-10.0, 12.0)
+    audio_absent: float = 0.15  # noise only
+    audio_distractor: float = 0.03  # (of all segments) a DIFFERENT digit is spoken
+    audio_snr_db: tuple[float, float] = (-8.0, 12.0)
     audio_repeat: float = 0.3  # the word is said twice
     speed_jitter: float = 0.08  # extra +-8 % tempo by resampling
     # text
-    text_absent: float = 0.3  # no text event in the segment
-    text_misleading: float = 0.1  # events that only name other numbers
+    text_absent: float = 0.2  # no text event in the segment
+    text_misleading: float = 0.06  # events that only name other numbers
     text_correction: float = 0.3  # "not 3, it's 7": a distractor next to the label
     text_typo: float = 0.35  # chance that an event has typos
     text_filler: float = 0.5  # chance of an extra event that names no digit
