@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(mosquitto mosquitto-clients ffmpeg libportaudio2 pulseaudio pulseaudio-utils
       libasound2-plugins espeak-ng)
+# `setup.sh test`: also what the tests drive (a real browser, ip for a loopback namespace)
+[ "${1:-}" = test ] && PKGS+=(chromium iproute2)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ import asyncio
 from streamer.clock import NODE_CLOCK
 from streamer.config import load_config
 from streamer.errors import SourceEnded, SourceError
+from streamer.sources.webrtc import WebRTCHub
 
 
 async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
@@ -21,9 +22,13 @@ async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
         + ("" if loaded.trained else " (untrained)")
     )
     failed = 0
+    hub = WebRTCHub() if cfg.http is not None else None
     for i, s in enumerate(cfg.streams):
-        for src in open_sources(s, spec=loaded.spec, clock=NODE_CLOCK):
+        for src in open_sources(s, spec=loaded.spec, clock=NODE_CLOCK, webrtc=hub):
             what = "+".join(sorted(src.modalities))
+            if src.url == "webrtc":  # nothing to open: a browser publishes to it later
+                print(f"streams[{i}] {s.id} {what}: ok (webrtc, waits for a WHIP publisher)")
+                continue
             try:
                 await asyncio.wait_for(src.open(), per_source_s)
                 item = await asyncio.wait_for(src.recv(), per_source_s)

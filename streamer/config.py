@@ -5,6 +5,7 @@ Errors become one line naming the field: ``streams[0].video: unsupported scheme 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -185,7 +186,7 @@ def _check_url(v: str | None, schemes: tuple[str, ...]) -> str | None:
     if v is None:
         return None
     if v == "webrtc":
-        raise ValueError("webrtc ingest is not available yet")
+        return v
     scheme = v.split(":", 1)[0] if ":" in v else ""
     if scheme not in schemes:
         raise ValueError(f"unsupported scheme {scheme!r}" if scheme else f"not a URL: {v!r}")
@@ -254,16 +255,117 @@ class StreamConfig(_Model):
         return self.video is not None and self.video == self.audio
 
 
+def split_listen(v: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); ValueError when malformed."""
+    host, sep, port = v.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {v!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(_Model):
+    """The HTTP server: WHIP ingest, the browser page, live events, /metrics, /healthz."""
+
+    listen: str
+    token_file: Path | None = None  # required unless listen is a loopback address
+    # offered to browsers and used by the node's own ICE agent; [] on a LAN-only box
+    ice_servers: list[str] = ["stun:stun.l.google.com:19302"]
+    # the node's ICE host candidates; null = every non-loopback interface address
+    host_addresses: list[str] | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        try:
+            token = v.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"cannot read {v}: {e.strerror or e}") from None
+        if not token:
+            raise ValueError(f"{v} is empty")
+        return v
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice(cls, v: list[str]) -> list[str]:
+        for i, url in enumerate(v):
+            if not re.match(r"^(stun|turns?):[^\s]+$", url):
+                raise ValueError(f"[{i}]: {url!r} is not a STUN or TURN URL (stun, turn, turns)")
+        return v
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        for i, a in enumerate(v or []):
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ValueError(f"[{i}]: {a!r} is not an IP address") from None
+        return v
+
+    @model_validator(mode="after")
+    def _token_needed(self) -> HttpConfig:
+        host, _ = split_listen(self.listen)
+        if self.token_file is None and not is_loopback(host):
+            raise ValueError(f"token_file: required when listen ({host}) is not a loopback address")
+        return self
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    def token(self) -> str | None:
+        return self.token_file.read_text().strip() if self.token_file is not None else None
+
+
 class Config(_Model):
     node: str = Field(default_factory=lambda: _default_node())
     mqtt: MqttConfig = MqttConfig()
     window: WindowConfig = WindowConfig()
     model: ModelConfig = ModelConfig()
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
+    http: HttpConfig | None = None
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _node = field_validator("node")(classmethod(lambda cls, v: _check_id(v)))
+
+    @model_validator(mode="after")
+    def _webrtc_needs_http(self) -> Config:
+        if self.http is not None:
+            return self
+        for i, s in enumerate(self.streams):
+            for key in ("video", "audio"):
+                if getattr(s, key) == "webrtc":
+                    raise ValueError(
+                        f"streams[{i}].{key}: webrtc needs the HTTP server (http.listen)"
+                    )
+        return self
+
+    @property
+    def webrtc_streams(self) -> list[StreamConfig]:
+        return [s for s in self.streams if "webrtc" in (s.video, s.audio)]
 
     @field_validator("streams")
     @classmethod
@@ -306,6 +408,9 @@ def _one_line(e: ValidationError) -> ConfigError:
         sub, _, rest = msg.partition(": ")
         if rest:
             name, msg = name + sub, rest
+    elif re.match(r"^[A-Za-z_][\w.\[\]]*: ", msg):  # a model validator naming a field
+        sub, _, rest = msg.partition(": ")
+        name, msg = f"{name}.{sub}" if name else sub, rest
     return ConfigError(name or "config", msg.replace("\n", " "))
 
 

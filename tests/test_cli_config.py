@@ -48,6 +48,28 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
         "mqtt.password_file",
     ),
     ("hop not a model step", "window: {length: 2.0, hop: 0.1}\n" + GOOD_STREAM, "window.hop"),
+    ("webrtc without http", "streams: [{id: s1, video: webrtc}]", "streams[0].video"),
+    (
+        "public listen without a token",
+        "http: {listen: '0.0.0.0:8080'}\nstreams: [{id: s1, audio: webrtc}]",
+        "http.token_file",
+    ),
+    ("listen without a port", "http: {listen: localhost}\n" + GOOD_STREAM, "http.listen"),
+    (
+        "token file missing",
+        "http: {listen: '127.0.0.1:8080', token_file: /no/such/token}\n" + GOOD_STREAM,
+        "http.token_file",
+    ),
+    (
+        "ice server not stun or turn",
+        "http: {listen: '127.0.0.1:8080', ice_servers: ['http://x']}\n" + GOOD_STREAM,
+        "http.ice_servers[0]",
+    ),
+    (
+        "host address not an IP",
+        "http: {listen: '127.0.0.1:8080', host_addresses: [eth0]}\n" + GOOD_STREAM,
+        "http.host_addresses[0]",
+    ),
 ]
 
 

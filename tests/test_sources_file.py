@@ -23,6 +23,7 @@ from streamer.sources.handoff import Handoff
 from streamer.sources.handoff import _wake as handoff_wake
 from streamer.sources.mic import MicSource
 from streamer.sources.synthetic import SyntheticSource
+from streamer.sources.webrtc import WebRTCHub
 from streamer.testing import FakeClock
 
 SPEC = ModelSpec()
@@ -451,7 +452,12 @@ def test_sources_meet_the_protocol(clip: Path) -> None:
         assert src.dropped == 0 and src.url and src.modalities
 
 
-def test_factory_rejects_webrtc() -> None:
+def test_factory_webrtc_needs_the_http_server() -> None:
     cfg = StreamConfig(id="s", text=["a/b"])
-    with pytest.raises(SourceOpenError, match="webrtc: .*not available yet"):
+    with pytest.raises(SourceOpenError, match="webrtc: .*needs the HTTP server"):
         make_source("webrtc", frozenset({"video"}), stream=cfg, spec=SPEC, clock=NODE_CLOCK)
+    hub = WebRTCHub()
+    src = make_source(
+        "webrtc", frozenset({"video"}), stream=cfg, spec=SPEC, clock=NODE_CLOCK, webrtc=hub
+    )
+    assert hub.sources["s"] is src and src.live and src.modalities == {"video"}

@@ -13,10 +13,12 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config
+from streamer.errors import RejectedInput
 from streamer.frames import Modality, TextEvent, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
@@ -28,7 +30,14 @@ from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
+from streamer.sources.text import parse_text_event
+from streamer.sources.webrtc import WebRTCHub
 from streamer.stats import Stats
+from streamer.web.events import LiveEvents
+
+if TYPE_CHECKING:
+    from streamer.web.metrics import Metrics
+    from streamer.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,11 @@ class Node:
         self.undelivered = 0
         self._workers: dict[str, StreamWorker] = {}
         self._text_in: MqttTextInput | None = None
+        self.webrtc = WebRTCHub() if cfg.http is not None else None
+        self.events = LiveEvents()  # predictions for the HTTP server's /events
+        self.metrics: Metrics | None = None
+        self.web: WebServer | None = None
+        self._webrtc_rejected: dict[str, Counter[str]] = {s.id: Counter() for s in cfg.streams}
 
     def stop(self) -> None:
         self._stop.set()
@@ -85,9 +99,14 @@ class Node:
                     publisher.set_retained(topics.label(r.window.stream), payload["label"])
                 st = self.stats[r.window.stream]
                 st.windows_out += 1
-                st.latency_ms.append(payload["latency_ms"]["end_to_publish"])
+                e2p = payload["latency_ms"]["end_to_publish"]
+                st.latency_ms.append(e2p)
                 st.inference_ms.append(r.inference_ms)
                 self.published += 1
+                if self.web is not None:
+                    self.events.publish(r.window.stream, encode(payload))
+                if self.metrics is not None:
+                    self.metrics.observe(r.window.stream, r.inference_ms, e2p)
 
             def on_drop(w: Window) -> None:
                 self.stats[w.stream].dropped["inference_queue"] += 1
@@ -107,7 +126,7 @@ class Node:
                         window=cfg.window,
                         spec=spec,
                         clock=self.clock,
-                        sources=open_sources(s, spec=spec, clock=self.clock),
+                        sources=open_sources(s, spec=spec, clock=self.clock, webrtc=self.webrtc),
                         text_topics=text_topics,
                         runner=runner,
                         stats=self.stats[s.id],
@@ -138,7 +157,7 @@ class Node:
                     client_id=f"{cid}-text",
                 )
                 self._text_in = text_in
-                async with text_in:
+                async with text_in, self._web(cfg, publisher, on_text):
                     ended = await self._run_workers(list(workers.values()), publisher, topics)
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
@@ -156,6 +175,56 @@ class Node:
             if self.undelivered:
                 log.error("%d predictions were not delivered before shutdown", self.undelivered)
         return 0
+
+    @contextlib.asynccontextmanager
+    async def _web(
+        self, cfg: Config, publisher: MqttPublisher, on_text: Callable[[TextEvent], None]
+    ) -> AsyncIterator[None]:
+        """The HTTP server (WHIP, page, /events, /metrics, /healthz) when configured."""
+        if cfg.http is None or self.webrtc is None:
+            yield
+            return
+        from streamer.web.metrics import Metrics  # aiohttp, aiortc, prometheus: lazy
+        from streamer.web.server import StreamInfo, WebServer
+        from streamer.web.whip import WhipSessions
+
+        def on_webrtc_text(stream: str, payload: bytes) -> None:
+            try:
+                ev = parse_text_event(payload, stream=stream, now_ns=self.clock.now_ns())
+            except RejectedInput as e:
+                self._webrtc_rejected[stream][e.kind] += 1
+                log.debug("stream %s: rejected a data-channel text event (%s)", stream, e)
+                return
+            on_text(ev)
+
+        whip = WhipSessions(
+            self.webrtc, spec=self.loaded.spec, clock=self.clock,
+            ice_servers=cfg.http.ice_servers, on_text=on_webrtc_text,
+        )  # fmt: skip
+        self.metrics = Metrics(
+            self.stats, refresh=self._refresh_stats, outbox_depth=lambda: publisher.depth,
+            connected=lambda: publisher.connected, peers=lambda: len(whip.sessions),
+        )  # fmt: skip
+        infos = [
+            StreamInfo(
+                s.id,
+                s.video == "webrtc",
+                s.audio == "webrtc",
+                bool(s.text_topics(cfg.mqtt.prefix, cfg.node)),
+            )  # fmt: skip
+            for s in cfg.webrtc_streams
+        ]
+        web = WebServer(
+            cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
+            whip=whip, events=self.events, metrics=self.metrics,
+        )  # fmt: skip
+        await web.start()
+        self.web = web
+        try:
+            yield
+        finally:
+            self.web = None
+            await web.stop()
 
     async def _run_workers(
         self, workers: list[StreamWorker], publisher: MqttPublisher, topics: Topics
@@ -182,15 +251,21 @@ class Node:
     def _publish_stats(self, publisher: MqttPublisher, topics: Topics) -> None:
         publisher.enqueue(topics.stats, json.dumps(self.snapshot()).encode(), 0)
 
-    def snapshot(self) -> dict[str, object]:
-        """The stats message: counters since start, rates since the previous snapshot."""
+    def _refresh_stats(self) -> None:
+        """Copy the counters kept elsewhere (aligner, sources, text inputs) into ``stats``."""
         for sid, w in self._workers.items():
             st = self.stats[sid]
             st.late = Counter(w.aligner.stats.late)
             st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())
             st.dropped["source"] = sum(src.dropped for src in w.sources)
+            rejected = Counter(self._webrtc_rejected.get(sid, {}))
             if self._text_in is not None:
-                st.rejected = Counter(self._text_in.rejected.get(sid, {}))
+                rejected.update(self._text_in.rejected.get(sid, {}))
+            st.rejected = rejected
+
+    def snapshot(self) -> dict[str, object]:
+        """The stats message: counters since start, rates since the previous snapshot."""
+        self._refresh_stats()
         return {
             "node": self.cfg.node,
             "run": self.run_id,

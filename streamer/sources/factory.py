@@ -17,6 +17,7 @@ from streamer.sources.av import AVSource
 from streamer.sources.base import Source
 from streamer.sources.mic import MicSource
 from streamer.sources.synthetic import SyntheticSource
+from streamer.sources.webrtc import WebRTCHub
 
 
 def make_source(
@@ -26,6 +27,7 @@ def make_source(
     stream: StreamConfig,
     spec: ModelSpec,
     clock: Clock,
+    webrtc: WebRTCHub | None = None,
 ) -> Source:
     """One source for ``url`` yielding ``modalities`` (video, audio or both)."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
@@ -50,23 +52,30 @@ def make_source(
         return SyntheticSource(
             url, video=video, audio=audio, spec=spec, clock=clock, stream=stream.id
         )
-    if scheme == "webrtc" or url == "webrtc":
-        raise SourceOpenError(url, "webrtc ingest is not available yet")
+    if url == "webrtc":
+        if webrtc is None:
+            raise SourceOpenError(url, "webrtc ingest needs the HTTP server (http.listen)")
+        return webrtc.source(stream.id, modalities)
     raise SourceOpenError(url, f"unsupported scheme {scheme!r}")
 
 
 def open_sources(
-    stream: StreamConfig, *, spec: ModelSpec, clock: Clock = NODE_CLOCK
+    stream: StreamConfig,
+    *,
+    spec: ModelSpec,
+    clock: Clock = NODE_CLOCK,
+    webrtc: WebRTCHub | None = None,
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``)."""
+    wanted: list[tuple[str, frozenset[Modality]]] = []
     if stream.video is not None and stream.video == stream.audio:
-        both: frozenset[Modality] = frozenset({"video", "audio"})
-        return [make_source(stream.video, both, stream=stream, spec=spec, clock=clock)]
-    sources: list[Source] = []
-    if stream.video is not None:
-        only_video: frozenset[Modality] = frozenset({"video"})
-        sources.append(make_source(stream.video, only_video, stream=stream, spec=spec, clock=clock))
-    if stream.audio is not None:
-        only_audio: frozenset[Modality] = frozenset({"audio"})
-        sources.append(make_source(stream.audio, only_audio, stream=stream, spec=spec, clock=clock))
-    return sources
+        wanted.append((stream.video, frozenset({"video", "audio"})))
+    else:
+        if stream.video is not None:
+            wanted.append((stream.video, frozenset({"video"})))
+        if stream.audio is not None:
+            wanted.append((stream.audio, frozenset({"audio"})))
+    return [
+        make_source(url, mods, stream=stream, spec=spec, clock=clock, webrtc=webrtc)
+        for url, mods in wanted
+    ]

@@ -1,0 +1,247 @@
+"""The node's HTTP server (aiohttp), on when the config has ``http.listen``.
+
+    GET    /                       the browser page (static, shipped in the package)
+    GET    /api/config             node, webrtc streams, ICE servers (for the page)
+    POST   /whip/{stream}          WHIP offer (application/sdp) -> 201 + answer + Location
+    DELETE /whip/{stream}/{id}     end that session
+    PATCH  /whip/{stream}/{id}     405: no trickle ICE, the offer carries every candidate
+    GET    /events/{stream}        live predictions as server-sent events
+    GET    /metrics                Prometheus text format
+    GET    /healthz                "ok" while the node runs
+
+With a token configured, /whip, /api and /events need it: ``Authorization: Bearer
+<token>``, or ``?token=`` where a browser cannot set headers (EventSource). /metrics and
+/healthz stay open for scrapers and probes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import aioice.ice
+from aiohttp import web
+
+from streamer.config import HttpConfig
+from streamer.web.events import LiveEvents, TooManySubscribers
+from streamer.web.metrics import CONTENT_TYPE, Metrics
+from streamer.web.whip import WhipError, WhipSessions
+
+log = logging.getLogger(__name__)
+
+MAX_SDP = 64 * 1024
+PING_S = 15.0
+STATIC = files("streamer.web") / "static"
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    id: str
+    video: bool  # its video is webrtc
+    audio: bool
+    text: bool  # it takes text events
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Make aioice offer only ``addresses`` as host candidates (it skips loopback otherwise).
+
+    aioice has no per-connection setting for this; its module function is the hook.
+    """
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+class WebServer:
+    def __init__(
+        self,
+        cfg: HttpConfig,
+        *,
+        node: str,
+        streams: list[StreamInfo],
+        all_streams: list[str],
+        whip: WhipSessions,
+        events: LiveEvents,
+        metrics: Metrics,
+    ) -> None:
+        self.cfg = cfg
+        self.node = node
+        self.streams = streams  # the webrtc ones
+        self.all_streams = frozenset(all_streams)  # live events are served for every stream
+        self.whip = whip
+        self.events = events
+        self.metrics = metrics
+        self._token = cfg.token()
+        self._runner: web.AppRunner | None = None
+        self.port = cfg.port  # the bound port once started (listen may say 0)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_SDP)
+        app.add_routes(
+            [
+                web.get("/", self._index),
+                web.get("/static/{name}", self._static),
+                web.get("/api/config", self._config),
+                web.post("/whip/{stream}", self._whip_post),
+                web.delete("/whip/{stream}/{session}", self._whip_delete),
+                web.patch("/whip/{stream}/{session}", self._whip_patch),
+                web.get("/events/{stream}", self._events),
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        if self.cfg.host_addresses is not None:
+            restrict_host_addresses(self.cfg.host_addresses)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise OSError(f"http.listen {self.cfg.listen}: {e.strerror or e}") from None
+        self._runner = runner
+        server = site._server  # the bound port when listen asked for 0
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("HTTP on %s:%d", self.cfg.host, self.port)
+
+    async def stop(self) -> None:
+        self.events.close()
+        await self.whip.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+        return given is not None and hmac.compare_digest(given.encode(), self._token.encode())
+
+    def _require_token(self, request: web.Request) -> None:
+        if not self._authorized(request):
+            raise web.HTTPUnauthorized(
+                text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    # -- handlers ---------------------------------------------------------------------------
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=(STATIC / "index.html").read_bytes(), content_type="text/html", charset="utf-8"
+        )
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        types = {".js": "text/javascript", ".css": "text/css"}
+        kind = next((t for ext, t in types.items() if name.endswith(ext)), None)
+        path = STATIC / name
+        if kind is None or "/" in name or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.Response(body=path.read_bytes(), content_type=kind, charset="utf-8")
+
+    async def _config(self, request: web.Request) -> web.StreamResponse:
+        self._require_token(request)
+        body: dict[str, Any] = {
+            "node": self.node,
+            "ice_servers": self.cfg.ice_servers,
+            "streams": [
+                {
+                    "id": s.id,
+                    "video": s.video,
+                    "audio": s.audio,
+                    "text": s.text,
+                    "busy": self.whip.hub.sources[s.id].busy,
+                }  # fmt: skip
+                for s in self.streams
+            ],
+        }
+        return web.json_response(body)
+
+    async def _whip_post(self, request: web.Request) -> web.StreamResponse:
+        self._require_token(request)
+        stream = request.match_info["stream"]
+        if request.content_type != "application/sdp":
+            raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/sdp\n")
+        try:
+            offer = await request.text()
+        except web.HTTPRequestEntityTooLarge:
+            raise web.HTTPRequestEntityTooLarge(MAX_SDP, request.content_length or 0) from None
+        try:
+            session, answer = await self.whip.create(stream, offer)
+        except WhipError as e:
+            raise _http_error(e) from None
+        location = f"/whip/{stream}/{session.id}"
+        return web.Response(
+            status=201, text=answer, content_type="application/sdp",
+            headers={"Location": location},
+        )  # fmt: skip
+
+    async def _whip_delete(self, request: web.Request) -> web.StreamResponse:
+        self._require_token(request)
+        try:
+            await self.whip.delete(request.match_info["stream"], request.match_info["session"])
+        except WhipError as e:
+            raise _http_error(e) from None
+        return web.Response(status=200)
+
+    async def _whip_patch(self, request: web.Request) -> web.StreamResponse:
+        self._require_token(request)
+        raise web.HTTPMethodNotAllowed("PATCH", ["DELETE"], text="no trickle ICE\n")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        self._require_token(request)
+        stream = request.match_info["stream"]
+        if stream not in self.all_streams:
+            raise web.HTTPNotFound(text=f"no stream {stream!r}\n")
+        try:
+            async with self.events.subscribe(stream) as sub:
+                resp = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                )
+                await resp.prepare(request)
+                await resp.write(b": streamer live predictions\n\n")
+                while True:
+                    payload = await sub.next(PING_S)
+                    if sub.closed.is_set():
+                        break
+                    await resp.write(b": ping\n\n" if payload is None else _sse(payload))
+        except TooManySubscribers as e:
+            raise web.HTTPServiceUnavailable(text=f"{e}\n") from None
+        except ConnectionResetError:
+            pass  # the browser went away
+        return resp
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok\n")
+
+
+def _sse(payload: bytes) -> bytes:
+    # a prediction is one line of JSON; split defensively so the framing always holds
+    lines = payload.decode("utf-8", "replace").splitlines() or [""]
+    return "".join(f"data: {line}\n" for line in lines).encode() + b"\n"
+
+
+def _http_error(e: WhipError) -> web.HTTPException:
+    kinds: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        404: web.HTTPNotFound,
+        409: web.HTTPConflict,
+    }
+    cls = kinds.get(e.status, web.HTTPInternalServerError)
+    return cls(text=f"{e}\n")

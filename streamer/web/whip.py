@@ -1,0 +1,242 @@
+"""WHIP sessions (RFC 9725): one aiortc peer connection per publishing browser.
+
+A session fills one stream's :class:`~streamer.sources.webrtc.WebRTCSource`: a task per
+incoming track drains aiortc's unbounded track queue at once, converts each frame to the
+model's size or rate and puts it into the stream's bounded :class:`Feed` (drop-oldest).
+Tracks the stream does not take are drained and discarded, never left to pile up.
+A data channel labelled ``text`` carries text events (same format as the MQTT text topic).
+
+The session ends on DELETE, on the peer's DTLS close, on ICE failure (a peer that vanishes
+without closing: aioice's consent checks give up after about 30 s), when it does not
+connect within ``connect_timeout``, or at shutdown; then the feed ends, the worker marks
+the stream's modalities offline and the slot is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+import av
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from models.spec import ModelSpec
+from streamer.clock import Clock
+from streamer.frames import AudioChunk, VideoFrame
+from streamer.sources.clockmap import PtsMapper
+from streamer.sources.convert import AudioConverter, video_to_rgb
+from streamer.sources.webrtc import Feed, WebRTCHub, WebRTCSource
+
+log = logging.getLogger(__name__)
+
+TextFn = Callable[[str, bytes], None]  # (stream, payload)
+TEXT_CHANNEL = "text"
+CONNECT_TIMEOUT_S = 20.0  # from the answer to ICE + DTLS up; a stuck session frees its stream
+
+
+class WhipError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def rtc_configuration(ice_servers: list[str]) -> RTCConfiguration:
+    # An empty list must stay empty: aiortc adds a public STUN server when given None.
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers])
+
+
+class WhipSession:
+    def __init__(
+        self,
+        source: WebRTCSource,
+        *,
+        spec: ModelSpec,
+        clock: Clock,
+        config: RTCConfiguration,
+        on_text: TextFn,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.source = source
+        self.stream = source.stream
+        self.spec = spec
+        self.clock = clock
+        self.feed = Feed()
+        self.pc = RTCPeerConnection(configuration=config)
+        self.connected = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._on_text = on_text
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the browser's offer; the SDP answer with every ICE candidate gathered."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        local = self.pc.localDescription
+        if local is None:  # pragma: no cover - aiortc sets it or raises
+            raise WhipError(500, "no local description")
+        return str(local.sdp)
+
+    async def close(self, reason: str) -> None:
+        """End the session (idempotent): the feed ends with ``reason``, tracks stop."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.feed.end(reason)
+        for t in self._tasks:
+            t.cancel()
+        await self.pc.close()
+        log.info("stream %s: webrtc publisher gone (%s)", self.stream, reason)
+
+    # -- aiortc events ----------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        wanted = track.kind in self.source.modalities
+        if track.kind == "video" and wanted:
+            pump = self._pump_video(track)
+        elif track.kind == "audio" and wanted:
+            pump = self._pump_audio(track)
+        else:
+            pump = self._discard(track)
+        task = asyncio.get_running_loop().create_task(pump, name=f"whip-{self.stream}-{track.kind}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_datachannel(self, channel: object) -> None:
+        label = getattr(channel, "label", "")
+        if label != TEXT_CHANNEL:
+            log.info("stream %s: ignoring data channel %r", self.stream, label)
+            return
+
+        def on_message(message: str | bytes) -> None:
+            data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
+            self._on_text(self.stream, data)
+
+        channel.on("message", on_message)  # type: ignore[attr-defined]
+
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.debug("stream %s: webrtc connection %s", self.stream, state)
+        if state == "connected":
+            self.connected.set()
+        elif state in ("failed", "closed"):
+            await self.close(f"peer connection {state}")
+
+    # -- media ------------------------------------------------------------------------------
+    async def _pump_video(self, track: MediaStreamTrack) -> None:
+        mapper = PtsMapper(self.clock, live=True)
+        last = -1
+        size = self.spec.image_size
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.VideoFrame)
+            t = frame.time
+            ts = mapper.map(t) if t is not None else self.clock.now_ns()
+            if ts <= last:
+                continue
+            last = ts
+            self.feed.put(VideoFrame(self.stream, ts, video_to_rgb(frame, size)))
+
+    async def _pump_audio(self, track: MediaStreamTrack) -> None:
+        mapper = PtsMapper(self.clock, live=True)
+        conv = AudioConverter(self.spec.audio_rate)
+        rate = self.spec.audio_rate
+        last = -1
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, av.AudioFrame)
+            for start, samples in conv.convert(frame):
+                seconds = len(samples) / rate
+                ts = mapper.map(start, seconds) if start is not None else self.clock.now_ns()
+                if ts <= last:
+                    continue
+                last = ts
+                self.feed.put(AudioChunk(self.stream, ts, samples, rate))
+
+    async def _discard(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+
+
+class WhipSessions:
+    """Every live WHIP session of a node: create, delete, close all."""
+
+    def __init__(
+        self,
+        hub: WebRTCHub,
+        *,
+        spec: ModelSpec,
+        clock: Clock,
+        ice_servers: list[str],
+        on_text: TextFn,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.hub = hub
+        self.connect_timeout = connect_timeout
+        self.spec = spec
+        self.clock = clock
+        self.ice_servers = ice_servers
+        self.on_text = on_text
+        self.sessions: dict[str, WhipSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def create(self, stream: str, offer_sdp: str) -> tuple[WhipSession, str]:
+        """A new session publishing to ``stream``; WhipError 404 or 409, or 400 on bad SDP."""
+        source = self.hub.sources.get(stream)
+        if source is None:
+            raise WhipError(404, f"no webrtc stream {stream!r}")
+        if source.busy:
+            raise WhipError(409, f"stream {stream!r} already has a publisher")
+        session = WhipSession(
+            source, spec=self.spec, clock=self.clock,
+            config=rtc_configuration(self.ice_servers), on_text=self.on_text,
+        )  # fmt: skip
+        source.attach(session.feed)  # no await since the busy check: nobody came between
+        self.sessions[session.id] = session
+        watch = asyncio.get_running_loop().create_task(self._watch(session))
+        self._tasks.add(watch)
+        watch.add_done_callback(self._tasks.discard)
+        try:
+            answer = await session.answer(offer_sdp)
+        except WhipError:
+            await session.close("failed to answer")
+            raise
+        except Exception as e:  # aiortc raises ValueError and others on bad SDP
+            await session.close("bad offer")
+            raise WhipError(400, f"bad SDP offer: {str(e).splitlines()[0][:200]}") from None
+        log.info("stream %s: webrtc publisher %s connected", stream, session.id[:8])
+        return session, answer
+
+    async def _watch(self, session: WhipSession) -> None:
+        """End a session that never connects; forget it once it is closed."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await session.connected.wait()
+        except TimeoutError:
+            await session.close(f"not connected after {self.connect_timeout:g} s")
+        await session.closed.wait()
+        self.sessions.pop(session.id, None)
+
+    async def delete(self, stream: str, session_id: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is None or session.stream != stream:
+            raise WhipError(404, "no such session")
+        await session.close("DELETE by the publisher")
+
+    async def close_all(self, reason: str = "server shutdown") -> None:
+        for s in list(self.sessions.values()):
+            await s.close(reason)
