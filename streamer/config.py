@@ -52,6 +52,8 @@ class MqttConfig(_Model):
     client_id: str | None = None
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     outbox_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # SQLite spool of what a shutdown could not deliver, resent first at the next start
+    outbox_dir: Path | None = None
     stats_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
     @field_validator("url")
@@ -100,6 +102,13 @@ class MqttConfig(_Model):
     def port(self) -> int:
         u = urlparse(self.url)
         return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    @field_validator("outbox_dir")
+    @classmethod
+    def _outbox_dir(cls, v: Path | None) -> Path | None:
+        if v is not None and v.exists() and not v.is_dir():
+            raise ValueError(f"not a directory: {v}")
+        return v
 
     @property
     def embedded(self) -> bool:

@@ -75,6 +75,10 @@ class PredictionBuilder:
             "model": {"name": self.model.name, "version": self.model.version},
         }
 
+    def counts(self) -> dict[str, int]:
+        """Predictions built per stream (their seq ran 0..n-1)."""
+        return dict(self._seq)
+
     def label_changed(self, stream: str, label: str) -> bool:
         """True the first time and whenever the stream's top label differs from the last."""
         if self._label.get(stream) == label:

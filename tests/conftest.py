@@ -64,6 +64,12 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no last save of its persistence file."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [shutil.which("mosquitto") or "mosquitto", "-c", str(self.conf)],
@@ -73,9 +79,9 @@ class Mosquitto:
         wait_port(self.port)
 
 
-def start_mosquitto(tmp: Path, extra: str = "") -> Mosquitto:
+def start_mosquitto(tmp: Path, extra: str = "", port: int | None = None) -> Mosquitto:
     require_tool("mosquitto")
-    port = free_port()
+    port = port or free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
     m = Mosquitto(port, conf, None)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from streamer.predictions import PredictionBuilder, encode, new_run_id
 from streamer.sinks.broker import EmbeddedBroker
 from streamer.sinks.discovery import ha_label_config
 from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
@@ -61,6 +62,9 @@ class Node:
         self.metrics: Metrics | None = None
         self.web: WebServer | None = None
         self._webrtc_rejected: dict[str, Counter[str]] = {s.id: Counter() for s in cfg.streams}
+        self._spool = Spool(cfg.mqtt.outbox_dir) if cfg.mqtt.outbox_dir is not None else None
+        if self._spool is not None:
+            self._spool.open()  # ConfigError (exit 2) when another process holds it
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,7 +88,10 @@ class Node:
             builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
             cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
             fusion = self.loaded.make_fusion()
-            publisher = MqttPublisher(cfg.mqtt, topics, client_id=cid)
+            # the node drains for shutdown_timeout itself: closing then waits no longer
+            publisher = MqttPublisher(
+                cfg.mqtt, topics, client_id=cid, close_timeout=0.0, spool=self._spool
+            )
 
             def status(stream: str, modality: Modality, online: bool) -> None:
                 publisher.set_retained(
@@ -169,12 +176,27 @@ class Node:
                     for m in w.modalities:
                         status(w.id, m, False)
                 self._publish_stats(publisher, topics)
-                self.undelivered = await publisher.drain(cfg.shutdown_timeout)
-                log.debug("shutdown: outbox drained, %d left", self.undelivered)
+                left = await publisher.drain(cfg.shutdown_timeout)
+                self.undelivered = publisher.pending_predictions()
+                log.debug("shutdown: outbox drained, %d left", left)
+                for sid, n in sorted(builder.counts().items()):
+                    log.info("stream %s: %d predictions, seq 0-%d, run %s", sid, n, n - 1,
+                             self.run_id)  # fmt: skip
             log.debug("shutdown: publisher closed")
-            if self.undelivered:
-                log.error("%d predictions were not delivered before shutdown", self.undelivered)
+            self._report_undelivered(publisher)
         return 0
+
+    def _report_undelivered(self, publisher: MqttPublisher) -> None:
+        if publisher.spool is not None:
+            publisher.spool.close()
+            if publisher.spooled:
+                log.warning(
+                    "%d predictions not delivered yet: spooled to %s, sent first at the next start",
+                    publisher.spooled, publisher.spool.path,
+                )  # fmt: skip
+            self.undelivered = 0
+        elif self.undelivered:
+            log.error("%d predictions were not delivered before shutdown", self.undelivered)
 
     @contextlib.asynccontextmanager
     async def _web(

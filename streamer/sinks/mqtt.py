@@ -32,6 +32,7 @@ import aiomqtt
 from streamer.config import MqttConfig
 from streamer.mqttconn import reconnect_forever, until_disconnected
 from streamer.sinks.outbox import Message, Outbox
+from streamer.sinks.spool import Spool, spoolable
 from streamer.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class MqttPublisher:
         client_id: str,
         window: int = WINDOW,
         close_timeout: float = 5.0,
+        spool: Spool | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -68,6 +70,8 @@ class MqttPublisher:
         self.window = window
         self.close_timeout = close_timeout
         self.published = 0  # outbox messages acknowledged by the broker (QoS 0: written)
+        self.spool = spool  # opened by the caller; loaded on enter, rewritten on close
+        self.spooled = 0  # messages written to the spool at close
         self._outbox = Outbox(cfg.outbox_size)
         self._retained: dict[str, Message] = {}
         self._client: aiomqtt.Client | None = None
@@ -125,6 +129,10 @@ class MqttPublisher:
         self._outbox.put(message)
         self._wake.set()
 
+    def pending_predictions(self) -> int:
+        """Non-retained QoS >= 1 messages (predictions) still in the outbox."""
+        return sum(1 for m in self._outbox.peek(len(self._outbox)).messages if spoolable(m))
+
     async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - returns a count
         """Wait until the outbox is empty (all acknowledged) or ``timeout`` seconds pass;
         return how many messages are still undelivered."""
@@ -138,6 +146,13 @@ class MqttPublisher:
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self.spool is not None:
+            old = self.spool.load()
+            for m in old:  # ahead of anything this run publishes
+                self._outbox.put(m)
+            if old:
+                log.info("mqtt publisher: %d spooled messages from %s go first", len(old),
+                         self.spool.path)  # fmt: skip
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._runner = self._tg.create_task(
@@ -183,6 +198,8 @@ class MqttPublisher:
             if self._runner is not None and not self._runner.done():
                 self._runner.cancel()  # leaves the client's context: a clean DISCONNECT
                 await asyncio.wait([self._runner])
+            if self.spool is not None:  # what is still here, for the next start
+                self.spooled = self.spool.save(self._outbox.peek(len(self._outbox)).messages)
         return len(self._outbox)
 
     async def _publish_stopped(self, limit: float) -> None:
