@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from streamer.clock import NODE_CLOCK
-from streamer.config import load_config
+from streamer.config import load_config, secret_warnings
 from streamer.errors import SourceEnded, SourceError
 from streamer.sources.webrtc import WebRTCHub
 
 
 async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
     cfg = load_config(path, overrides)  # before the heavy imports: config errors come fast
+    for line in secret_warnings(cfg):
+        print(f"warning: {line}")
     from streamer.inference.model import load_model
     from streamer.sources.factory import open_sources
 

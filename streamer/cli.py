@@ -41,10 +41,12 @@ async def _until_signalled(node: object) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamer.config import load_config
+    from streamer.config import load_config, secret_warnings
 
     cfg = load_config(args.config, args.set or [])  # config errors before the heavy imports
     _setup_logging(args.log_level or cfg.log_level)
+    for line in secret_warnings(cfg):
+        logging.getLogger("streamer").warning("%s", line)
     from streamer.pipeline.node import Node
 
     node = Node(cfg)

@@ -56,6 +56,15 @@ class MqttConfig(_Model):
     outbox_dir: Path | None = None
     stats_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "password: never in the config; use password_file or STREAMER_MQTT_PASSWORD"
+            )
+        return data
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -459,6 +468,27 @@ def _apply_set(data: dict[str, Any], assignment: str) -> None:
                 node = node.setdefault(part, {})
         else:
             raise ConfigError("--set", f"{key}: {'.'.join(parts[:i])} is not a mapping")
+
+
+def secret_warnings(cfg: Config) -> list[str]:
+    """One line per secret file that other users can read (the owner alone should)."""
+    files = [("mqtt.password_file", cfg.mqtt.password_file)]
+    if cfg.http is not None:
+        files.append(("http.token_file", cfg.http.token_file))
+    out = []
+    for field, path in files:
+        if path is None:
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(
+                f"{field}: {path} is readable by other users (mode {mode & 0o777:o}); "
+                f"chmod 600 it"
+            )
+    return out
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

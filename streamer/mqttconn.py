@@ -32,6 +32,7 @@ def make_client(
     client_id: str,
     will: aiomqtt.Will | None = None,
     clean_session: bool = True,
+    max_incoming: int = 0,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client for ``cfg``: credentials, TLS, keepalive, Will.
 
@@ -54,6 +55,8 @@ def make_client(
         timeout=ACK_TIMEOUT,
         # small packets in a window must not wait for TCP acks (Nagle + delayed ACK)
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        # > 0: a flood beyond this many unread messages is discarded (aiomqtt logs it)
+        max_queued_incoming_messages=max_incoming or None,
     )
     client.pending_calls_threshold = PENDING_CALLS  # the publisher keeps its window below it
     return client
@@ -83,6 +86,7 @@ async def reconnect_forever(
     clean_session: bool = True,
     what: str = "mqtt",
     backoff: Backoff | None = None,
+    max_incoming: int = 0,
 ) -> NoReturn:
     """Connect, run ``session(client)`` until the connection fails, back off, repeat.
 
@@ -105,7 +109,10 @@ async def reconnect_forever(
         connected_at: float | None = None
         client: aiomqtt.Client | None = None
         try:
-            client = make_client(cfg, client_id=client_id, will=will, clean_session=clean_session)
+            client = make_client(
+                cfg, client_id=client_id, will=will, clean_session=clean_session,
+                max_incoming=max_incoming,
+            )  # fmt: skip
             async with client:
                 connected_at = loop.time()
                 if outage_since is None:

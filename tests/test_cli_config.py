@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import main
+from streamer.config import parse_config, secret_warnings
 
 GOOD_STREAM = "streams: [{id: s1, video: 'synthetic:pattern'}]\n"
 
@@ -49,6 +50,7 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ),
     ("hop not a model step", "window: {length: 2.0, hop: 0.1}\n" + GOOD_STREAM, "window.hop"),
     ("webrtc without http", "streams: [{id: s1, video: webrtc}]", "streams[0].video"),
+    ("a password in the config", "mqtt: {password: hunter2}\n" + GOOD_STREAM, "mqtt.password"),
     (
         "public listen without a token",
         "http: {listen: '0.0.0.0:8080'}\nstreams: [{id: s1, audio: webrtc}]",
@@ -124,3 +126,23 @@ def test_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--streams" in err[0]
+
+
+def test_secret_files_readable_by_others_are_warned_about(tmp_path: Path) -> None:
+    pw, token = tmp_path / "pw", tmp_path / "token"
+    pw.write_text("hunter2\n")
+    token.write_text("t0ken\n")
+    pw.chmod(0o644)
+    token.chmod(0o600)
+    cfg = parse_config(
+        {
+            "mqtt": {"username": "u", "password_file": str(pw)},
+            "http": {"listen": "127.0.0.1:0", "token_file": str(token)},
+            "streams": [{"id": "s1", "video": "synthetic:pattern"}],
+        }
+    )
+    warnings = secret_warnings(cfg)
+    assert len(warnings) == 1 and warnings[0].startswith("mqtt.password_file: ")
+    assert "readable by other users (mode 644)" in warnings[0]
+    pw.chmod(0o600)
+    assert secret_warnings(cfg) == []

@@ -366,3 +366,34 @@ def test_load_rejects_bad_checkpoints(tmp_path: Path) -> None:
     rejects(d, "missing tensors")
     _rewrite(d := fresh("shape"), {**good, "head.weight": torch.zeros(11, SPEC.d_model)})
     rejects(d, "tensor head.weight")
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that nothing unpickles a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (str(self.marker), "pwned"))  # type: ignore[return-value]
+
+
+def test_checkpoints_load_only_from_safetensors_never_pickle(tmp_path: Path) -> None:
+    import hashlib
+    import json
+    import pickle
+
+    from models.checkpoint import CheckpointFormatError, default_checkpoint_dir, load_checkpoint
+
+    marker = tmp_path / "pwned"
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    blob = pickle.dumps({"weights": _Payload(marker)})
+    (ck / "model.safetensors").write_bytes(blob)  # a pickle under the expected name
+    (ck / "model.pt").write_bytes(blob)  # and where torch.load would look
+    config = json.loads((default_checkpoint_dir() / "config.json").read_text())
+    config["version"] = "sha256:" + hashlib.sha256(blob).hexdigest()
+    (ck / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointFormatError, match="not a readable safetensors file"):
+        load_checkpoint(ck)
+    assert not marker.exists()

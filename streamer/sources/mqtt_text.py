@@ -31,6 +31,8 @@ from streamer.sources.text import MAX_BYTES, parse_text_event
 
 log = logging.getLogger(__name__)
 
+MAX_QUEUED = 10_000  # unread incoming messages; a flood beyond it is discarded, not buffered
+
 
 class MqttTextInput:
     def __init__(
@@ -67,6 +69,7 @@ class MqttTextInput:
                     self._session,
                     client_id=self.client_id,
                     what=f"mqtt text input {self.client_id}",
+                    max_incoming=MAX_QUEUED,
                 ),
                 name=f"mqtt-text-{self.client_id}",
             )
