@@ -25,6 +25,7 @@ from streamer.stats import StreamStats
 log = logging.getLogger(__name__)
 
 StatusFn = Callable[[str, Modality, bool], None]
+REOPEN_CAP_S = 2.0
 
 
 def configured_modalities(cfg: StreamConfig, text_topics: Sequence[str]) -> list[Modality]:
@@ -110,7 +111,8 @@ class StreamWorker:
             await self._submit(self.aligner.flush())
 
     async def _read(self, src: Source) -> None:
-        backoff = Backoff(base=0.2, cap=5.0)
+        # full jitter up to 2 s: a sender that comes back is read again within ~2 s + probe
+        backoff = Backoff(base=0.2, cap=REOPEN_CAP_S)
         try:
             while True:
                 try:
