@@ -11,7 +11,8 @@ voices), so the truth of any window follows from its start alone (:func:`avdigit
 :func:`avdigits_text` yields the matching text events for a publisher.
 
 Frames are drawn at ``size`` and converted once to the model's size, like a camera's.
-Paced by the wall clock with asyncio, no thread: each item is stamped at its scheduled
+Paced by the wall clock with asyncio (a frame is drawn and scaled in a worker thread,
+like a camera's demuxer thread would): each item is stamped at its scheduled
 time and :meth:`SyntheticSource.recv` sleeps until that time (until the end of an audio
 chunk, when its last sample would have been captured). A consumer more than ``max_lag_s``
 behind skips items, counted in ``dropped``, as a capture device would.
@@ -22,6 +23,8 @@ behind skips items, counted in ``dropped``, as a capture device would.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import random
 from collections.abc import Iterator
 from fractions import Fraction
@@ -47,6 +50,13 @@ KINDS: dict[str, frozenset[Modality]] = {
 NOT_FOR_AVDIGITS = ("size", "freq")
 PARAMS = ("fps", "size", "freq", "seed")
 CHUNK_S = 0.02
+
+
+@functools.cache
+def _render_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Two threads draw and scale the frames of every synthetic stream (64 streams at
+    320x240 and 10 fps without a drop on 2 cores); more would only fight the model."""
+    return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="synthetic-render")
 
 
 def _parse(url: str) -> tuple[str, dict[str, str]]:
@@ -214,6 +224,9 @@ class SyntheticSource:
             return avdigits.frame_at(self.seed, self._video_ns(index))
         return self._pattern.frame(index)
 
+    def _render(self, index: int) -> npt.NDArray[np.uint8]:
+        return video_to_rgb(rgb_to_frame(self._picture(index)), self.spec.image_size)
+
     def _samples(self, index: int) -> npt.NDArray[np.float32]:
         if self.kind == "avdigits":
             n = self._tone.chunk
@@ -255,7 +268,11 @@ class SyntheticSource:
             await asyncio.sleep(delay)  # pacing to the wall clock, not synchronisation
         if kind == "video":
             self._vi += 1
-            image = video_to_rgb(rgb_to_frame(self._picture(index)), self.spec.image_size)
+            # drawing and scaling a frame is a camera's work: off the event loop, like a
+            # demuxer thread's (numpy and swscale release the GIL), so many streams do not
+            # starve the loop that aligns, batches and publishes
+            loop = asyncio.get_running_loop()
+            image = await loop.run_in_executor(_render_pool(), self._render, index)
             return VideoFrame(self.stream, self._video_ns(index), image)
         self._aj += 1
         samples = self._samples(index)
