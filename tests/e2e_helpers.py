@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,33 @@ def check_predictions(
         s, e = p["window"]["start"], p["window"]["end"]
         assert abs(s / hop - round(s / hop)) < 1e-6, s
         assert abs((e - s) - length) < 1e-6
+
+
+@dataclass
+class RunningNode:
+    proc: asyncio.subprocess.Process
+    traffic: Traffic
+    log: Path
+    rc: int | None = None  # set once it has exited
+
+
+@contextlib.asynccontextmanager
+async def run_node(
+    tmp: Path, cfg: dict[str, Any], broker_port: int, *, stop_timeout: float = 30.0
+) -> AsyncIterator[RunningNode]:
+    """``streamer run`` on ``cfg`` with its traffic collected from the broker; SIGTERM on
+    the way out (unless it ended by itself). Check ``rc`` after the block."""
+    path = write_config(tmp / "cfg.yaml", cfg)
+    log = tmp / "streamer.log"
+    run = RunningNode(await start_streamer(log, "run", str(path)), Traffic(), log)
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker_port) as client:
+            collector = asyncio.create_task(collect(client, "streamer", cfg["node"], run.traffic))
+            try:
+                yield run
+            finally:
+                collector.cancel()
+    finally:
+        if run.proc.returncode is None:
+            run.proc.send_signal(signal.SIGTERM)
+        run.rc = await asyncio.wait_for(run.proc.wait(), stop_timeout)

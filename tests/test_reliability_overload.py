@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 from conftest import Mosquitto
-from e2e_helpers import Traffic, collect, start_streamer, write_config
+from e2e_helpers import Traffic, run_node
 
 NODE = "load"
 SUSTAINED = 64  # measured on the 2-core dev machine (see the module docstring)
@@ -41,26 +39,16 @@ async def _overload(tmp_path: Path, mosquitto: Mosquitto, seconds: float) -> dic
         "node": NODE, "mqtt": {"url": mosquitto.url, "stats_interval": 2}, "streams": streams,
         "log_level": "warning",
     }  # fmt: skip
-    path = write_config(tmp_path / "cfg.yaml", cfg)
-    log = tmp_path / "streamer.log"
-    traffic = Traffic()
-    proc = await start_streamer(log, "run", str(path))
     rss: list[tuple[float, float]] = []
-    try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
-            collector = asyncio.create_task(collect(client, "streamer", NODE, traffic))
-            await traffic.until(lambda t: t.online.is_set(), 60)
-            t0 = time.monotonic()
-            while (elapsed := time.monotonic() - t0) < seconds:
-                rss.append((elapsed, _rss_mib(proc.pid)))
-                await asyncio.sleep(1.0)  # the sampling period of a measurement
-            collector.cancel()
-        assert proc.returncode is None, "the node died under overload"
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        rc = await asyncio.wait_for(proc.wait(), 60)
-    assert rc == 0, log.read_text()[-3000:]
+    async with run_node(tmp_path, cfg, mosquitto.port, stop_timeout=60) as node:
+        await node.traffic.until(lambda t: t.online.is_set(), 60)
+        t0 = time.monotonic()
+        while (elapsed := time.monotonic() - t0) < seconds:
+            rss.append((elapsed, _rss_mib(node.proc.pid)))
+            await asyncio.sleep(1.0)  # the sampling period of a measurement
+        assert node.proc.returncode is None, "the node died under overload"
+    assert node.rc == 0, node.log.read_text()[-3000:]
+    traffic, log = node.traffic, node.log
     return {"traffic": traffic, "rss": rss, "log": log.read_text()}
 
 

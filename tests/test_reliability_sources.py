@@ -4,7 +4,6 @@ streams go on; corrupt or truncated files are reported per stream and never end 
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import aiomqtt
 import av
 import numpy as np
 from conftest import Mosquitto, free_port, require_tool
-from e2e_helpers import Traffic, check_predictions, collect, start_streamer, write_config
+from e2e_helpers import Traffic, check_predictions, collect, run_node, start_streamer, write_config
 from media import make_clip, start_sender
 
 NODE = "heal"
@@ -42,13 +41,9 @@ async def test_a_udp_sender_that_returns_is_read_again_within_5_s(
             {"id": "syn", "video": "synthetic:pattern?fps=10&size=160x120"},
         ],
     }
-    path = write_config(tmp_path / "cfg.yaml", cfg)
-    log = tmp_path / "streamer.log"
-    traffic = Traffic()
-    proc = await start_streamer(log, "run", str(path))
     try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
-            collector = asyncio.create_task(collect(client, "streamer", NODE, traffic))
+        async with run_node(tmp_path, cfg, mosquitto.port) as node:
+            traffic = node.traffic
 
             def net_video(t: Traffic, after: float = 0.0) -> int:
                 return sum(
@@ -69,18 +64,13 @@ async def test_a_udp_sender_that_returns_is_read_again_within_5_s(
             online_after = time.monotonic() - back
             await traffic.until(lambda t: net_video(t, after=back_wall) >= 1, 20)
             assert online_after <= 5.0, f"back after {online_after:.1f} s"
-            collector.cancel()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()[-3000:]
-        check_predictions(traffic.predictions["syn"], prediction_schema, hop=0.5, length=2.0)
-        text = log.read_text()
-        assert "stream net: udp://" in text and "reopening" in text
-        assert "Traceback" not in text
     finally:
         _stop(sender)
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    assert node.rc == 0, node.log.read_text()[-3000:]
+    check_predictions(traffic.predictions["syn"], prediction_schema, hop=0.5, length=2.0)
+    text = node.log.read_text()
+    assert "stream net: udp://" in text and "reopening" in text
+    assert "Traceback" not in text
 
 
 def _corpus(d: Path) -> dict[str, Path]:

@@ -21,22 +21,11 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class _StatsCollector(Collector):
-    def __init__(
-        self,
-        stats: Stats,
-        refresh: Callable[[], None],
-        outbox_depth: Callable[[], int],
-        connected: Callable[[], bool],
-        peers: Callable[[], int],
-    ) -> None:
-        self.stats = stats
-        self.refresh = refresh
-        self.outbox_depth = outbox_depth
-        self.connected = connected
-        self.peers = peers
+    def __init__(self, source: Metrics) -> None:
+        self.m = source
 
     def collect(self) -> Iterator[Metric]:
-        self.refresh()
+        self.m.refresh()
         frames = CounterMetricFamily(
             "streamer_frames_in", "Items in per stream and modality", labels=["stream", "modality"]
         )
@@ -55,7 +44,7 @@ class _StatsCollector(Collector):
             "streamer_windows_out", "Windows predicted and published", labels=["stream"]
         )
         errors = CounterMetricFamily("streamer_source_errors", "Source failures", labels=["stream"])
-        for sid, st in self.stats.streams.items():
+        for sid, st in self.m.stats.streams.items():
             for m, n in st.frames_in.items():
                 frames.add_metric([sid, m], n)
             for place, n in st.dropped.items():
@@ -68,14 +57,15 @@ class _StatsCollector(Collector):
             errors.add_metric([sid], st.errors)
         yield from (frames, dropped, late, rejected, windows, errors)
         yield GaugeMetricFamily(
-            "streamer_outbox_depth", "Predictions waiting for the broker", value=self.outbox_depth()
+            "streamer_outbox_depth", "Messages waiting for the broker",
+            value=self.m.outbox_depth(),
         )
         yield GaugeMetricFamily(
             "streamer_broker_connected", "1 while connected to the MQTT broker",
-            value=1.0 if self.connected() else 0.0,
+            value=1.0 if self.m.connected() else 0.0,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "streamer_webrtc_publishers", "WHIP publishers connected", value=self.peers()
+            "streamer_webrtc_publishers", "WHIP publishers connected", value=self.m.peers()
         )
 
 
@@ -89,6 +79,11 @@ class Metrics:
         connected: Callable[[], bool],
         peers: Callable[[], int],
     ) -> None:
+        self.stats = stats
+        self.refresh = refresh
+        self.outbox_depth = outbox_depth
+        self.connected = connected
+        self.peers = peers
         self.registry = CollectorRegistry(auto_describe=False)
         self.inference = Histogram(
             "streamer_inference_seconds", "Model time per window (batch time shared out)",
@@ -98,7 +93,7 @@ class Metrics:
             "streamer_end_to_publish_seconds", "From a window's end to its prediction queued",
             ["stream"], registry=self.registry, buckets=BUCKETS,
         )  # fmt: skip
-        self.registry.register(_StatsCollector(stats, refresh, outbox_depth, connected, peers))
+        self.registry.register(_StatsCollector(self))
 
     def observe(self, stream: str, inference_ms: float, end_to_publish_ms: float) -> None:
         self.inference.labels(stream).observe(inference_ms / 1e3)
