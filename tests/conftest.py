@@ -105,3 +105,48 @@ def prediction_schema() -> dict[str, object]:
     if not SCHEMA.is_file():
         pytest.fail(f"the contract schema is missing: {SCHEMA}")
     return dict(json.loads(SCHEMA.read_text()))
+
+
+class PulseAudio:
+    """A private PulseAudio daemon (no system one is running) with a null sink ``vsink``
+    whose monitor is the default source: a microphone that hears what is played."""
+
+    def __init__(self, run: Path) -> None:
+        self.pulseaudio = require_tool("pulseaudio")
+        require_tool("paplay")
+        self.run = run
+        run.mkdir(mode=0o700, exist_ok=True)
+        self.script = run / "pa.pa"
+        self.script.write_text(
+            "load-module module-native-protocol-unix auth-anonymous=1\n"
+            "load-module module-null-sink sink_name=vsink rate=48000 channels=1\n"
+            "set-default-sink vsink\n"
+            "set-default-source vsink.monitor\n"
+        )
+        self.socket = run / "pulse" / "native"
+        self.env = {**os.environ, "PULSE_SERVER": f"unix:{self.socket}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(self.run), "HOME": str(self.run)}
+        env.pop("PULSE_SERVER", None)
+        log = self.run / "pulseaudio.log"
+        with log.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                [self.pulseaudio, "-n", "-F", str(self.script), "--daemonize=no",
+                 "--exit-idle-time=-1"],
+                env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+            )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():  # waiting for the daemon's socket, with a deadline
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"pulseaudio did not start: {log.read_text(errors='replace')[-500:]}")
+            time.sleep(0.02)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.socket.unlink(missing_ok=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes.util
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IN_CI, REPO, free_port, require_tool
+from conftest import IN_CI, REPO, PulseAudio, free_port
 from media import chirp, start_sender, write_wav
 
 from models.spec import ModelSpec
@@ -244,40 +243,12 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2])))
 @pytest.fixture
 def pulse(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A private PulseAudio with a null sink ``vsink`` whose monitor is the default source."""
-    pulseaudio = require_tool("pulseaudio")
-    require_tool("paplay")
-    run = tmp_path / "pulse-run"
-    run.mkdir(mode=0o700)
-    script = run / "pa.pa"
-    script.write_text(
-        "load-module module-native-protocol-unix auth-anonymous=1\n"
-        "load-module module-null-sink sink_name=vsink rate=48000 channels=1\n"
-        "set-default-sink vsink\n"
-        "set-default-source vsink.monitor\n"
-    )
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(run), "HOME": str(run)}
-    env.pop("PULSE_SERVER", None)
-    log = run / "pulseaudio.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [pulseaudio, "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    socket = run / "pulse" / "native"
-    deadline = time.monotonic() + 10
-    while not socket.exists():  # waiting for the daemon's socket, with a deadline
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"pulseaudio did not start: {log.read_text(errors='replace')[-500:]}")
-        time.sleep(0.02)
+    daemon = PulseAudio(tmp_path / "pulse-run")
+    daemon.start()
     try:
-        yield {**os.environ, "PULSE_SERVER": f"unix:{socket}"}
+        yield daemon.env
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        daemon.stop()
 
 
 def test_microphone_hears_what_paplay_plays(pulse: dict[str, str], tmp_path: Path) -> None:

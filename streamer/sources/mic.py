@@ -37,6 +37,21 @@ def _import_sounddevice(url: str) -> Any:
     return sounddevice
 
 
+STALL_S = 2.0  # no callback for this long: the device is gone
+_OPEN: set[int] = set()  # MicSources with a running PortAudio stream
+_initialised = False
+
+
+def _refresh_devices(sd: Any) -> None:
+    """PortAudio lists devices once, at initialisation: re-initialise it (when no input
+    of ours is open, since that would stop them) so a device that came back is found."""
+    global _initialised
+    if _initialised and not _OPEN:
+        sd._terminate()
+        sd._initialize()
+    _initialised = True
+
+
 def _input_devices(sd: Any) -> list[tuple[int, str]]:
     return [
         (i, str(d["name"]))
@@ -108,6 +123,7 @@ class MicSource:
         block_s: float = 0.02,
         resync_s: float = 0.2,
         queue_size: int = DEFAULT_QUEUE,
+        stall_s: float = STALL_S,
     ) -> None:
         self.url = device if device.startswith("mic:") else f"mic:{device}"
         self.stream = stream
@@ -118,6 +134,7 @@ class MicSource:
         self.rate = spec.audio_rate
         self.blocksize = max(1, round(block_s * self.rate))
         self.queue_size = queue_size
+        self.stall_s = stall_s
         self.overflows = 0  # PortAudio reported lost input
         self.stamps = SampleClock(clock, self.rate, resync_s)
         self._handoff: Handoff[Item] | None = None
@@ -140,6 +157,7 @@ class MicSource:
 
     def _start(self) -> Any:
         sd = _import_sounddevice(self.url)
+        _refresh_devices(sd)
         device = resolve_device(self.url, sd)
         try:
             stream = sd.InputStream(
@@ -152,6 +170,7 @@ class MicSource:
                 finished_callback=self._finished,
             )
             stream.start()
+            _OPEN.add(id(self))
         except (sd.PortAudioError, ValueError) as e:
             text = " ".join(str(e).split())[:200]
             raise SourceOpenError(self.url, f"cannot open input: {text}") from None
@@ -174,10 +193,16 @@ class MicSource:
     async def recv(self) -> Item:
         if self._handoff is None:
             raise SourceError(self.url, "recv() before open()")
-        return await self._handoff.get()
+        try:
+            return await asyncio.wait_for(self._handoff.get(), self.stall_s)
+        except TimeoutError:
+            # a device that vanishes (unplugged, its sound server gone) may just go quiet
+            problem = f"no audio for {self.stall_s:g} s: the device is gone"
+            raise SourceError(self.url, problem) from None
 
     async def close(self) -> None:
         self._closing = True
+        _OPEN.discard(id(self))
         stream, self._stream = self._stream, None
         if stream is not None:
             await asyncio.to_thread(_stop, stream)
