@@ -122,6 +122,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streamer.bench.command import bench_command
+
+    _setup_logging(args.log_level or "warning")
+    return bench_command(args.json, args.device, args.quick)
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -214,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=None, help="exit after this many predictions")
     s.add_argument("--timeout", type=_positive_float, default=None, help="exit after seconds")
     s.set_defaults(func=cmd_subscribe)
+
+    b = sub.add_parser("bench", help="the performance suite, measured on this machine")
+    b.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--quick", action="store_true", help="short phases (for tests; not figures)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,1 @@
+"""``streamer bench``: the performance suite (see :mod:`streamer.bench.command`)."""

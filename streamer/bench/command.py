@@ -1,0 +1,111 @@
+"""``streamer bench [--json FILE] [--device cpu|cuda] [--quick]``: every figure measured in
+one run on this machine, a progress line per phase, a table at the end.
+
+Figures (JSON keys): incremental_speedup and k, overhead_ratio, latency_ms {p50, p99} at 8
+paced streams, streams_realtime (and per worker count), publish_per_s, device, machine.
+Speed is reported as measured here; compare runs only on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from streamer.bench.env import machine, mosquitto
+from streamer.bench.incremental import incremental_speedup
+from streamer.bench.live import Trial, run_trial, streams_realtime
+from streamer.bench.overhead import overhead_ratio
+from streamer.bench.publish import publish_per_s
+from streamer.config import ModelConfig, WindowConfig
+from streamer.inference.model import load_model
+
+LATENCY_STREAMS = 8
+TARGETS = {
+    "incremental_speedup": "≥ 0.9 × k",
+    "overhead_ratio": "≤ 1.15",
+    "latency_ms.p99": "≤ 50 ms",
+    "streams_realtime": "≥ 16 on 2 cores",
+    "publish_per_s": "≥ 8,000",
+}
+
+
+def _say(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def bench_command(json_file: str | None, device: str, quick: bool) -> int:
+    out = asyncio.run(bench(device, quick))
+    if json_file:
+        Path(json_file).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+async def bench(device: str, quick: bool) -> dict[str, Any]:
+    t_start = time.monotonic()
+    loaded = load_model(ModelConfig(device=device), WindowConfig())
+    dev = loaded.device
+    out: dict[str, Any] = {"device": str(dev), "machine": machine()}
+    _say(f"[1/5] incremental vs full recompute on {dev} …")
+    inc = incremental_speedup(loaded.model, dev, windows_per_stream=8 if quick else 40)
+    out["incremental_speedup"], out["k"] = round(inc["incremental_speedup"], 3), inc["k"]
+    _say(f"      {inc['incremental_windows_per_s']:.0f} vs {inc['full_windows_per_s']:.0f} "
+         f"windows/s: ×{inc['incremental_speedup']:.2f} (k = {inc['k']:g})")  # fmt: skip
+    with mosquitto() as port:
+        _say("[2/5] QoS 1 publishing to Mosquitto …")
+        rate = await publish_per_s(port, n=2_000 if quick else 20_000)
+        out["publish_per_s"] = round(rate)
+        _say(f"      {rate:,.0f} predictions/s")
+        _say(f"[3/5] end-to-publish latency at {LATENCY_STREAMS} paced streams …")
+        trial = await run_trial(port, LATENCY_STREAMS, seconds=4 if quick else 20, device=device)
+        out["latency_ms"] = {"p50": round(trial.p(50), 2), "p99": round(trial.p(99), 2)}
+        _say(f"      p50 {trial.p(50):.1f} ms, p99 {trial.p(99):.1f} ms "
+             f"({len(trial.latencies_ms)} predictions)")  # fmt: skip
+        _say("[4/5] streams sustained in real time (search) …")
+
+        def step(n: int, t: Trial, ok: bool) -> None:
+            _say(f"      {n} streams: drops {t.drop_fraction() * 100:.2f} %, "
+                 f"p99 {t.p(99):.0f} ms -> {'ok' if ok else 'too many'}")  # fmt: skip
+
+        best = await streams_realtime(
+            port, seconds=3 if quick else 10, start=2 if quick else 8, cap=4 if quick else 512,
+            device=device, progress=step,
+        )  # fmt: skip
+        out["streams_realtime"] = best
+        out["streams_realtime_by_workers"] = {"1": best}
+        _say("[5/5] pipeline overhead over decode + model …")
+        with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
+            ov = await overhead_ratio(port, loaded, Path(d), clips=2 if quick else 4,
+                                      segments=2 if quick else 8)  # fmt: skip
+        out["overhead_ratio"] = round(ov["overhead_ratio"], 3)
+        _say(f"      run {ov['run_cpu_s']:.2f} s CPU / (decode {ov['decode_cpu_s']:.2f} s + "
+             f"model {ov['model_cpu_s']:.2f} s) = {ov['overhead_ratio']:.2f}")  # fmt: skip
+    _table(out)
+    _say(f"done in {time.monotonic() - t_start:.0f} s")
+    return out
+
+
+def _table(out: dict[str, Any]) -> None:
+    t = Table(title=f"streamer bench on {out['machine']['cpu']} ({out['machine']['cores']} "
+                    f"cores), device {out['device']}")  # fmt: skip
+    t.add_column("figure")
+    t.add_column("target")
+    t.add_column("measured", justify="right")
+    rows = [
+        ("incremental_speedup", f"×{out['incremental_speedup']:.2f} (k = {out['k']:g})"),
+        ("overhead_ratio", f"{out['overhead_ratio']:.2f}"),
+        ("latency_ms.p99", f"{out['latency_ms']['p99']:.1f} ms (p50 "
+                           f"{out['latency_ms']['p50']:.1f})"),
+        ("streams_realtime", str(out["streams_realtime"])),
+        ("publish_per_s", f"{out['publish_per_s']:,}"),
+    ]  # fmt: skip
+    for name, value in rows:
+        t.add_row(name, TARGETS[name], value)
+    Console().print(t)

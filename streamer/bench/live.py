@@ -1,0 +1,195 @@
+"""Paced synthetic streams through a real ``streamer run`` (a subprocess) and a real
+Mosquitto: ``latency_ms`` at 8 streams and ``streams_realtime`` found by search.
+
+A stream is 320x240 video at 10 fps + 16 kHz audio (``synthetic:``) + one text event per
+second, published over MQTT by the bench. A subscriber on the same machine measures
+end-to-publish as arrival time minus the window's end. Counters come from the node's own
+stats messages, as deltas after a warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import yaml
+
+NODE = "bench"
+HOP = 0.5
+
+
+@dataclass
+class Trial:
+    streams: int
+    latencies_ms: list[float] = field(default_factory=list)
+    first: dict[str, Any] | None = None  # stats after the warm-up
+    last: dict[str, Any] | None = None
+    online: asyncio.Event = field(default_factory=asyncio.Event)  # the node said "online"
+
+    def _total(self, key: str, sub: str | None = None) -> float:
+        if self.first is None or self.last is None:
+            return 0.0
+
+        def get(snap: dict[str, Any]) -> float:
+            total = 0.0
+            for s in snap["streams"].values():
+                v = s[key]
+                total += sum(v.values()) if sub is None and isinstance(v, dict) else (
+                    v.get(sub, 0) if sub is not None else v
+                )
+            return total
+
+        return get(self.last) - get(self.first)
+
+    @property
+    def items_in(self) -> float:
+        return self._total("frames_in")
+
+    @property
+    def windows_out(self) -> float:
+        return self._total("windows_out")
+
+    def dropped(self, place: str) -> float:
+        return self._total("dropped_by", place)
+
+    def drop_fraction(self) -> float:
+        items = self.dropped("source") + self.dropped("aligner")
+        windows = self.dropped("inference_queue")
+        return max(
+            items / max(self.items_in + self.dropped("source"), 1.0),
+            windows / max(self.windows_out + windows, 1.0),
+        )
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("inf")
+
+
+def _config(port: int, n: int, device: str) -> dict[str, Any]:
+    return {
+        "node": NODE,
+        "model": {"device": device},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "stats_interval": 1.0},
+        "window": {"length": 2.0, "hop": HOP, "max_delay": 0.5},
+        "log_level": "warning",
+        "streams": [
+            {"id": f"s{i}", "video": f"synthetic:pattern?seed={i}&fps=10&size=320x240",
+             "audio": f"synthetic:tone?freq={300 + 5 * i}"}
+            for i in range(n)
+        ],
+    }  # fmt: skip
+
+
+async def run_trial(
+    port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto"
+) -> Trial:
+    """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw."""
+    trial = Trial(n)
+    with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
+        cfg = Path(d) / "cfg.yaml"
+        cfg.write_text(yaml.safe_dump(_config(port, n, device)))
+        log = Path(d) / "run.log"
+        with log.open("wb") as f:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "streamer", "run", str(cfg), stdout=f, stderr=f
+            )
+        try:
+            async with aiomqtt.Client("127.0.0.1", port) as client:
+                await client.subscribe(f"streamer/{NODE}/+/prediction", qos=0)
+                await client.subscribe(f"streamer/{NODE}/stats", qos=0)
+                await client.subscribe(f"streamer/{NODE}/available", qos=1)
+                collect = asyncio.create_task(_collect(client, trial, warmup))
+                texts = asyncio.create_task(_texts(client, n))
+                try:
+                    await asyncio.wait_for(trial.online.wait(), 60)
+                    await asyncio.sleep(warmup + seconds)  # the measured interval itself
+                finally:
+                    texts.cancel()
+                    collect.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await collect
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"streamer run exited {proc.returncode}: {tail}")
+    return trial
+
+
+async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:
+    started: float | None = None
+    async for msg in client.messages:
+        now = time.time()
+        topic = str(msg.topic)
+        if topic.endswith("/available"):
+            if msg.payload == b"online" and started is None:
+                started = time.monotonic()
+                trial.online.set()
+            continue
+        if started is None or time.monotonic() - started < warmup:
+            continue
+        body = json.loads(bytes(msg.payload))  # type: ignore[arg-type,unused-ignore]
+        if topic.endswith("/stats"):
+            if trial.first is None:
+                trial.first = body
+            trial.last = body
+        else:
+            trial.latencies_ms.append((now - float(body["window"]["end"])) * 1000.0)
+
+
+async def _texts(client: aiomqtt.Client, n: int) -> None:
+    """One text event per second per stream, spread over the second."""
+    i = 0
+    while True:
+        for s in range(n):
+            await client.publish(f"streamer/{NODE}/s{s}/text", f"event {i}: it is a {i % 10}")
+            await asyncio.sleep(1.0 / n)  # pacing the senders, not a synchronisation
+        i += 1
+
+
+def realtime(trial: Trial) -> bool:
+    """Sustained: under 1 % of items and windows dropped, and p99 publish within 1 s."""
+    return trial.drop_fraction() < 0.01 and trial.p(99) <= 1000.0
+
+
+async def streams_realtime(
+    port: int, *, seconds: float = 10.0, start: int = 8, cap: int = 512,
+    device: str = "auto", progress: Any = None,
+) -> int:  # fmt: skip
+    """The most streams sustained: doubling from ``start``, then bisection to within 10 %."""
+    ok, bad = 0, None
+    n = start
+    while n <= cap:
+        trial = await run_trial(port, n, seconds=seconds, device=device)
+        good = realtime(trial)
+        if progress is not None:
+            progress(n, trial, good)
+        if not good:
+            bad = n
+            break
+        ok, n = n, n * 2
+    if bad is None:
+        return ok
+    while bad - ok > max(1, ok // 10):
+        mid = (ok + bad) // 2
+        trial = await run_trial(port, mid, seconds=seconds, device=device)
+        good = realtime(trial)
+        if progress is not None:
+            progress(mid, trial, good)
+        ok, bad = (mid, bad) if good else (ok, mid)
+    return ok

@@ -1,0 +1,106 @@
+"""``overhead_ratio``: what the pipeline costs beyond decoding and the model.
+
+Process CPU time of a whole node (sources, aligner, batching, publishing to Mosquitto)
+over AV-digits clips read unpaced, divided by the CPU time of decoding the same clips
+alone plus the CPU time of the model on the same windows alone (the same batch size).
+1.0 would be a free pipeline; the target is <= 1.15.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamer.align.aligner import StreamAligner
+from streamer.config import Config, parse_config
+from streamer.datasets.avdigits.clips import write_clip
+from streamer.datasets.avdigits.settings import DEFAULT
+from streamer.errors import SourceEnded
+from streamer.frames import Item, Window
+from streamer.inference.model import LoadedModel
+from streamer.inference.runner import window_inputs
+from streamer.pipeline.node import Node
+from streamer.sources.av import AVSource
+
+
+def make_clips(directory: Path, clips: int, segments: int) -> list[Path]:
+    out = []
+    for i in range(clips):
+        mp4 = directory / f"clip{i}.mp4"
+        write_clip(mp4, directory / f"clip{i}.jsonl", seed=i, split="test", first=0,
+                   segments=segments, settings=DEFAULT)  # fmt: skip
+        out.append(mp4)
+    return out
+
+
+def _config(port: int, files: list[Path]) -> Config:
+    return parse_config({
+        "node": "bench-overhead",
+        "mqtt": {"url": f"mqtt://127.0.0.1:{port}"},
+        "log_level": "warning",
+        "streams": [
+            {"id": f"c{i}", "video": f"file://{f}", "audio": f"file://{f}", "realtime": False,
+             "text": []}
+            for i, f in enumerate(files)
+        ],
+    })  # fmt: skip
+
+
+async def _decode(path: Path, loaded: LoadedModel) -> list[Item]:
+    src = AVSource(f"file://{path}", video=True, audio=True, spec=loaded.spec, realtime=False,
+                   stream=path.stem)  # fmt: skip
+    items: list[Item] = []
+    await src.open()
+    try:
+        while True:
+            try:
+                items.append(await src.recv())
+            except SourceEnded:
+                return items
+    finally:
+        await src.close()
+
+
+def _windows(items: list[Item], stream: str, cfg: Config, loaded: LoadedModel) -> list[Window]:
+    w, spec = cfg.window, loaded.spec
+    aligner = StreamAligner(
+        stream, length_ns=w.length_ns, hop_ns=w.hop_ns, max_delay_ns=w.max_delay_ns,
+        fps=spec.fps, audio_rate=spec.audio_rate, modalities=("video", "audio"),
+    )  # fmt: skip
+    for it in items:
+        aligner.push(it)
+    aligner.end("video")
+    aligner.end("audio")
+    return aligner.flush()
+
+
+async def overhead_ratio(
+    port: int, loaded: LoadedModel, directory: Path, *, clips: int = 4, segments: int = 8
+) -> dict[str, float]:
+    files = make_clips(directory, clips, segments)
+    cfg = _config(port, files)
+    # decoding alone (the demuxer threads count: process time covers every thread)
+    t0 = time.process_time()
+    decoded = [await _decode(f, loaded) for f in files]
+    decode_s = time.process_time() - t0
+    # the model alone, on the same windows, batched as the runner would batch them
+    windows = [w for f, items in zip(files, decoded, strict=True)
+               for w in _windows(items, f.stem, cfg, loaded)]  # fmt: skip
+    inputs = [window_inputs(w, loaded.spec) for w in windows]
+    batch = cfg.model.max_batch
+    loaded.make_fusion()(inputs[:batch])  # warm-up (lazy init), as a running node has had
+    fusion = loaded.make_fusion()
+    t0 = time.process_time()
+    for i in range(0, len(inputs), batch):
+        fusion(inputs[i : i + batch])
+    model_s = time.process_time() - t0
+    # the whole node over the same files
+    node = Node(cfg, loaded=loaded)
+    t0 = time.process_time()
+    await node.run()
+    full_s = time.process_time() - t0
+    return {
+        "overhead_ratio": full_s / (decode_s + model_s),
+        "decode_cpu_s": decode_s, "model_cpu_s": model_s, "run_cpu_s": full_s,
+        "windows": float(len(windows)), "published": float(node.published),
+    }  # fmt: skip

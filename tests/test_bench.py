@@ -1,0 +1,42 @@
+"""``streamer bench --quick``: every figure of the contract is measured and reported.
+
+Quick phases are too short to be figures; this checks the suite runs end to end and that
+its JSON has exactly the keys the issue names, with sane values. No speed is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, require_tool
+
+KEYS = {
+    "incremental_speedup", "k", "overhead_ratio", "latency_ms", "streams_realtime",
+    "streams_realtime_by_workers", "publish_per_s", "device", "machine",
+}  # fmt: skip
+
+
+def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
+    require_tool("mosquitto")
+    out = tmp_path / "bench.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "streamer", "bench", "--quick", "--device", "cpu",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=400, cwd=REPO,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == KEYS
+    assert figures["k"] == 4.0 and figures["incremental_speedup"] > 0
+    assert figures["overhead_ratio"] > 0
+    assert set(figures["latency_ms"]) == {"p50", "p99"}
+    assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
+    assert figures["streams_realtime_by_workers"] == {"1": figures["streams_realtime"]}
+    assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
+    assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
+    # a progress line per phase, and the table
+    assert all(f"[{i}/5]" in p.stderr for i in range(1, 6)), p.stderr
+    assert "streamer bench on" in p.stdout and "publish_per_s" in p.stdout
