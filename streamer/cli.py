@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from streamer import __version__
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.pipeline.node import Node
+    from streamer.pipeline.workers import Supervisor
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,10 +35,7 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-async def _until_signalled(node: object) -> int:
-    from streamer.pipeline.node import Node
-
-    assert isinstance(node, Node)
+async def _until_signalled(node: Node | Supervisor) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, node.stop)
@@ -45,11 +47,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])  # config errors before the heavy imports
     _setup_logging(args.log_level or cfg.log_level)
-    for line in secret_warnings(cfg):
-        logging.getLogger("streamer").warning("%s", line)
+    from streamer.pipeline.workers import THREADS_ENV, Supervisor, parse_worker, share
+
+    worker = None
+    if args.worker is not None:  # one of --workers N, started by the supervisor
+        worker, count = parse_worker(args.worker)
+        cfg = share(cfg, worker, count)
+    elif args.workers > 1:
+        for line in secret_warnings(cfg):
+            logging.getLogger("streamer").warning("%s", line)
+        return asyncio.run(_until_signalled(Supervisor(cfg, args.config, args.set or [],
+                                                       args.workers)))  # fmt: skip
+    else:
+        for line in secret_warnings(cfg):
+            logging.getLogger("streamer").warning("%s", line)
     from streamer.pipeline.node import Node
 
-    node = Node(cfg)
+    if os.environ.get(THREADS_ENV, "").isdigit():
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
+    node = Node(cfg, worker=worker)
     if not node.loaded.trained:
         logging.getLogger("streamer").warning(
             "model %s is untrained: its predictions are not meaningful yet", node.loaded.id.name
@@ -168,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a config until SIGINT/SIGTERM or its sources end")
     r.add_argument("config")
     r.add_argument("--set", action="append", metavar="dotted.key=value", help="override a key")
+    r.add_argument("--workers", type=_count, default=1,
+                   help="split the streams over N processes (default 1)")  # fmt: skip
+    r.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # I/N, set by --workers
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="validate a config and open each source")

@@ -34,7 +34,9 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     assert figures["overhead_ratio"] > 0
     assert set(figures["latency_ms"]) == {"p50", "p99"}
     assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
-    assert figures["streams_realtime_by_workers"] == {"1": figures["streams_realtime"]}
+    by_workers = figures["streams_realtime_by_workers"]
+    assert "1" in by_workers and str(figures["machine"]["cores"]) in by_workers
+    assert figures["streams_realtime"] == max(by_workers.values()) > 0
     assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
     assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
     # a progress line per phase, and the table

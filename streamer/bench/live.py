@@ -31,15 +31,14 @@ HOP = 0.5
 @dataclass
 class Trial:
     streams: int
+    workers: int = 1
     latencies_ms: list[float] = field(default_factory=list)
-    first: dict[str, Any] | None = None  # stats after the warm-up
-    last: dict[str, Any] | None = None
+    # stats after the warm-up, and the latest, per worker process (None: a single one)
+    first: dict[int | None, dict[str, Any]] = field(default_factory=dict)
+    last: dict[int | None, dict[str, Any]] = field(default_factory=dict)
     online: asyncio.Event = field(default_factory=asyncio.Event)  # the node said "online"
 
     def _total(self, key: str, sub: str | None = None) -> float:
-        if self.first is None or self.last is None:
-            return 0.0
-
         def get(snap: dict[str, Any]) -> float:
             total = 0.0
             for s in snap["streams"].values():
@@ -49,7 +48,7 @@ class Trial:
                 )
             return total
 
-        return get(self.last) - get(self.first)
+        return sum(get(self.last[w]) - get(self.first[w]) for w in self.first)
 
     @property
     def items_in(self) -> float:
@@ -90,17 +89,19 @@ def _config(port: int, n: int, device: str) -> dict[str, Any]:
 
 
 async def run_trial(
-    port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto"
-) -> Trial:
+    port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto",
+    workers: int = 1,
+) -> Trial:  # fmt: skip
     """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw."""
-    trial = Trial(n)
+    trial = Trial(n, min(workers, n))
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
         cfg = Path(d) / "cfg.yaml"
         cfg.write_text(yaml.safe_dump(_config(port, n, device)))
         log = Path(d) / "run.log"
         with log.open("wb") as f:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streamer", "run", str(cfg), stdout=f, stderr=f
+                sys.executable, "-m", "streamer", "run", str(cfg), "--workers", str(workers),
+                stdout=f, stderr=f,
             )
         try:
             async with aiomqtt.Client("127.0.0.1", port) as client:
@@ -145,10 +146,10 @@ async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:
             continue
         body = json.loads(bytes(msg.payload))  # type: ignore[arg-type,unused-ignore]
         if topic.endswith("/stats"):
-            if trial.first is None:
-                trial.first = body
-            trial.last = body
-        else:
+            worker = body.get("worker")
+            trial.first.setdefault(worker, body)
+            trial.last[worker] = body
+        elif len(trial.first) >= trial.workers:  # measured once every worker is warm
             trial.latencies_ms.append((now - float(body["window"]["end"])) * 1000.0)
 
 
@@ -169,13 +170,13 @@ def realtime(trial: Trial) -> bool:
 
 async def streams_realtime(
     port: int, *, seconds: float = 10.0, start: int = 8, cap: int = 512,
-    device: str = "auto", progress: Any = None,
+    device: str = "auto", workers: int = 1, progress: Any = None,
 ) -> int:  # fmt: skip
     """The most streams sustained: doubling from ``start``, then bisection to within 10 %."""
     ok, bad = 0, None
     n = start
     while n <= cap:
-        trial = await run_trial(port, n, seconds=seconds, device=device)
+        trial = await run_trial(port, n, seconds=seconds, device=device, workers=workers)
         good = realtime(trial)
         if progress is not None:
             progress(n, trial, good)
@@ -187,7 +188,7 @@ async def streams_realtime(
         return ok
     while bad - ok > max(1, ok // 10):
         mid = (ok + bad) // 2
-        trial = await run_trial(port, mid, seconds=seconds, device=device)
+        trial = await run_trial(port, mid, seconds=seconds, device=device, workers=workers)
         good = realtime(trial)
         if progress is not None:
             progress(mid, trial, good)

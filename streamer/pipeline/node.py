@@ -45,10 +45,16 @@ log = logging.getLogger(__name__)
 
 class Node:
     def __init__(
-        self, cfg: Config, *, clock: Clock = NODE_CLOCK, loaded: LoadedModel | None = None
+        self,
+        cfg: Config,
+        *,
+        clock: Clock = NODE_CLOCK,
+        loaded: LoadedModel | None = None,
+        worker: int | None = None,
     ):
         self.cfg = cfg
         self.clock = clock
+        self.worker = worker  # one of several processes (--workers): no "available" of its own
         self.run_id = new_run_id()
         self.loaded = loaded or load_model(cfg.model, cfg.window)
         self.stats = Stats([s.id for s in cfg.streams])
@@ -87,11 +93,14 @@ class Node:
             spec = self.loaded.spec
             builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
             cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
+            if self.worker is not None:
+                cid += f"-w{self.worker}"  # a fixed client_id must differ between workers
             fusion = self.loaded.make_fusion()
             # the node drains for shutdown_timeout itself: closing then waits no longer
             publisher = MqttPublisher(
-                cfg.mqtt, topics, client_id=cid, close_timeout=0.0, spool=self._spool
-            )
+                cfg.mqtt, topics, client_id=cid, close_timeout=0.0, spool=self._spool,
+                announce=self.worker is None,
+            )  # fmt: skip
 
             def status(stream: str, modality: Modality, online: bool) -> None:
                 publisher.set_retained(
@@ -290,6 +299,7 @@ class Node:
         self._refresh_stats()
         return {
             "node": self.cfg.node,
+            **({"worker": self.worker} if self.worker is not None else {}),
             "run": self.run_id,
             "ts": self.clock.now_ns() / 1e9,
             "streams": self.stats.snapshot(),

@@ -61,6 +61,7 @@ class MqttPublisher:
         window: int = WINDOW,
         close_timeout: float = 5.0,
         spool: Spool | None = None,
+        announce: bool = True,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
@@ -71,6 +72,8 @@ class MqttPublisher:
         self.close_timeout = close_timeout
         self.published = 0  # outbox messages acknowledged by the broker (QoS 0: written)
         self.spool = spool  # opened by the caller; loaded on enter, rewritten on close
+        # False for one of several worker processes: their supervisor owns "available"
+        self.announce = announce
         self.spooled = 0  # messages written to the spool at close
         self._outbox = Outbox(cfg.outbox_size)
         self._retained: dict[str, Message] = {}
@@ -160,7 +163,10 @@ class MqttPublisher:
                 self.cfg,
                 self._session,
                 client_id=self.client_id,
-                will=aiomqtt.Will(self.topics.available, OFFLINE, qos=1, retain=True),
+                will=(
+                    aiomqtt.Will(self.topics.available, OFFLINE, qos=1, retain=True)
+                    if self.announce else None
+                ),
                 what=f"mqtt publisher {self.client_id}",
             ),
             name=f"mqtt-publisher-{self.client_id}",
@@ -204,7 +210,7 @@ class MqttPublisher:
 
     async def _publish_stopped(self, limit: float) -> None:
         client = self._client
-        if client is None or not self.connected:
+        if client is None or not self.connected or not self.announce:
             return  # not connected: the broker has sent (or will send) the Will
         try:
             await client.publish(self.topics.available, STOPPED, qos=1, retain=True, timeout=limit)
@@ -219,7 +225,8 @@ class MqttPublisher:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(until_disconnected(client), name="mqtt-publisher-watch")
-                await client.publish(self.topics.available, ONLINE, qos=1, retain=True)
+                if self.announce:
+                    await client.publish(self.topics.available, ONLINE, qos=1, retain=True)
                 await self._publish_all(client, list(self._retained.values()))
                 self._set_connected(True)
                 await self._drain_outbox(client, tg)

@@ -1,0 +1,126 @@
+"""``streamer run --workers N``: the streams split over N processes, one node.
+
+Each worker is ``streamer run CONFIG --worker I/N``: its own event loop, model and MQTT
+connections, the streams ``streams[I::N]``, publishing under the same node id. The
+supervisor (this process) owns the node's ``available`` topic (``online``, ``stopped``,
+and ``offline`` as its Last Will), starts the embedded broker when the config asks for
+one, gives each worker its share of the torch threads and its own spool directory, restarts
+a worker that dies (jittered backoff) and, on SIGINT/SIGTERM, stops them all and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+from streamer.backoff import Backoff
+from streamer.config import Config
+from streamer.errors import ConfigError
+from streamer.sinks.broker import EmbeddedBroker
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.topics import Topics
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "STREAMER_TORCH_THREADS"
+
+
+def parse_worker(value: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N) with 0 <= I < N."""
+    i, sep, n = value.partition("/")
+    if not sep or not i.isdigit() or not n.isdigit() or not 0 <= int(i) < int(n):
+        raise ConfigError("--worker", f"expected I/N with 0 <= I < N, got {value!r}")
+    return int(i), int(n)
+
+
+def share(cfg: Config, index: int, count: int) -> Config:
+    """The config of worker ``index`` of ``count``: every ``count``-th stream."""
+    return cfg.model_copy(update={"streams": cfg.streams[index::count]})
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str, overrides: list[str], workers: int):
+        if cfg.http is not None:
+            raise ConfigError("--workers", "http (WebRTC, /metrics) runs in one process only")
+        self.cfg = cfg
+        self.config_path = config_path
+        self.overrides = overrides
+        self.count = min(workers, len(cfg.streams))
+        self._stop = asyncio.Event()
+        self.restarts = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def _broker(self) -> AsyncIterator[str]:
+        if not self.cfg.mqtt.embedded:
+            yield self.cfg.mqtt.url
+            return
+        port = None if self.cfg.mqtt.url == "embedded" else self.cfg.mqtt.port
+        async with EmbeddedBroker(port=port) as broker:
+            log.info("embedded MQTT broker on %s", broker.url)
+            yield broker.url
+
+    async def run(self) -> int:
+        async with self._broker() as url:
+            mqtt = self.cfg.mqtt.model_copy(update={"url": url})
+            topics = Topics(mqtt.prefix, self.cfg.node)
+            cid = f"streamer-{self.cfg.node}-supervisor-{os.getpid()}"
+            async with MqttPublisher(mqtt, topics, client_id=cid, close_timeout=5.0):
+                codes = await asyncio.gather(
+                    *(self._keep(i, url) for i in range(self.count))
+                )  # fmt: skip
+        return 0 if all(c == 0 for c in codes) else 1
+
+    def _args(self, index: int, url: str) -> list[str]:
+        sets = list(self.overrides)
+        if self.cfg.mqtt.embedded:
+            sets.append(f"mqtt.url={url}")
+        if self.cfg.mqtt.outbox_dir is not None:  # one spool (and its lock) per worker
+            sets.append(f"mqtt.outbox_dir={self.cfg.mqtt.outbox_dir / f'worker{index}'}")
+        level = logging.getLevelName(logging.getLogger().level).lower()
+        return [
+            sys.executable, "-m", "streamer", "--log-level", level, "run", self.config_path,
+            *(x for s in sets for x in ("--set", s)), "--worker", f"{index}/{self.count}",
+        ]  # fmt: skip
+
+    async def _keep(self, index: int, url: str) -> int:
+        """Run worker ``index`` until it ends cleanly or we stop; restart it if it dies."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        threads = max(1, (os.cpu_count() or 1) // self.count)
+        env = {**os.environ, THREADS_ENV: str(threads)}
+        while True:
+            proc = await asyncio.create_subprocess_exec(*self._args(index, url), env=env)
+            log.info("worker %d/%d started (pid %d)", index, self.count, proc.pid)
+            stop = asyncio.create_task(self._stop.wait())
+            done = asyncio.create_task(proc.wait())
+            await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():  # stopping: pass the signal on, wait for its drain
+                proc.send_signal(signal.SIGTERM)
+                limit = self.cfg.shutdown_timeout + 30.0
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), limit)
+                except TimeoutError:
+                    log.error("worker %d did not stop within %.0f s: killed", index, limit)
+                    proc.kill()
+                    await done
+            stop.cancel()
+            rc = done.result()
+            if self._stop.is_set() or rc == 0:
+                log.info("worker %d/%d exited %d", index, self.count, rc)
+                return rc
+            self.restarts += 1
+            delay = backoff.next_delay()
+            log.error("worker %d/%d died (exit %d); restarting in %.1f s", index, self.count,
+                      rc, delay)  # fmt: skip
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+                return rc  # asked to stop while waiting to restart
+            except TimeoutError:
+                pass
