@@ -53,14 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is not None:  # one of --workers N, started by the supervisor
         worker, count = parse_worker(args.worker)
         cfg = share(cfg, worker, count)
-    elif args.workers > 1:
+    else:  # said once, by the process the user started
         for line in secret_warnings(cfg):
             logging.getLogger("streamer").warning("%s", line)
-        return asyncio.run(_until_signalled(Supervisor(cfg, args.config, args.set or [],
-                                                       args.workers)))  # fmt: skip
-    else:
-        for line in secret_warnings(cfg):
-            logging.getLogger("streamer").warning("%s", line)
+    if worker is None and args.workers > 1:
+        supervisor = Supervisor(cfg, args.config, args.set or [], args.workers)
+        return asyncio.run(_until_signalled(supervisor))
     from streamer.pipeline.node import Node
 
     if os.environ.get(THREADS_ENV, "").isdigit():

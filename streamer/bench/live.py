@@ -41,11 +41,14 @@ class Trial:
     def _total(self, key: str, sub: str | None = None) -> float:
         def get(snap: dict[str, Any]) -> float:
             total = 0.0
-            for s in snap["streams"].values():
-                v = s[key]
-                total += sum(v.values()) if sub is None and isinstance(v, dict) else (
-                    v.get(sub, 0) if sub is not None else v
-                )
+            for stream in snap["streams"].values():
+                v = stream[key]
+                if sub is not None:
+                    total += v.get(sub, 0)
+                elif isinstance(v, dict):
+                    total += sum(v.values())
+                else:
+                    total += v
             return total
 
         return sum(get(self.last[w]) - get(self.first[w]) for w in self.first)

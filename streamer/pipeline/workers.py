@@ -5,7 +5,8 @@ connections, the streams ``streams[I::N]``, publishing under the same node id. T
 supervisor (this process) owns the node's ``available`` topic (``online``, ``stopped``,
 and ``offline`` as its Last Will), starts the embedded broker when the config asks for
 one, gives each worker its share of the torch threads and its own spool directory, restarts
-a worker that dies (jittered backoff) and, on SIGINT/SIGTERM, stops them all and waits.
+a worker that dies (jittered backoff; not one that exits 2, a config error) and, on
+SIGINT/SIGTERM, stops them all and waits.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class Supervisor:
             rc = done.result()
             if self._stop.is_set() or rc == 0:
                 log.info("worker %d/%d exited %d", index, self.count, rc)
+                return rc
+            if rc == 2:  # a bad config or argument (its one line is above): no healing
+                log.error("worker %d/%d cannot start (exit 2); not restarted", index, self.count)
                 return rc
             self.restarts += 1
             delay = backoff.next_delay()
