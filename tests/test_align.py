@@ -38,6 +38,7 @@ MS = NS // 1000
 T0 = FakeClock().now_ns()  # a whole number of seconds: a window start for every hop used
 HOUR = 3600 * NS
 ALL: tuple[Modality, ...] = ("video", "audio", "text")
+HALF_SLOT = NS // 8  # half a video slot at the aligner's 4 fps
 
 
 def aligner(
@@ -169,6 +170,33 @@ def test_all_live_in_order_emits_when_the_last_watermark_passes() -> None:
     assert [e.text for e in w.texts] == ["one"]
     assert w.audio_seconds == 0.5 and w.frames == 2
     assert a.stats.windows == 1 and a.poll(clock.now_ns()) == []
+
+
+def test_video_settles_at_the_centre_of_the_last_slot() -> None:
+    """A frame at or past the last slot's centre makes a window's video final: frames come
+    in pts order and a later one is farther from that centre. A heartbeat gives no lead."""
+    clock = FakeClock(T0)  # before any deadline
+    a = aligner(("video",))
+    for ms in (0, 100, 200, 300):  # 10 fps; window [T0 - .5, T0 + .5), last slot centre .375
+        a.push(frame(T0 + ms * MS, ms))
+    assert a.poll(clock.now_ns()) == []  # 300 ms is before the centre: 400 could be nearer
+    a.push(frame(T0 + 400 * MS, 400))  # 25 ms past the centre, 100 ms before the end
+    (w,) = a.poll(clock.now_ns())
+    assert w.end_ns == T0 + NS // 2
+    assert [f.pts_ns - T0 if f else None for f in w.video] == [None, None, 100 * MS, 400 * MS]
+    # the same content as waiting for a frame past the end
+    b = aligner(("video",))
+    for ms in (0, 100, 200, 300, 400, 500):
+        b.push(frame(T0 + ms * MS, ms))
+    (v,) = b.poll(clock.now_ns())
+    assert [f.pts_ns if f else None for f in v.video] == [f.pts_ns if f else None for f in w.video]
+    # a heartbeat is no frame: one may still follow it into the slot
+    c = aligner(("video",))
+    c.push(frame(T0, 0))
+    c.heartbeat("video", T0 + 400 * MS)
+    assert c.poll(clock.now_ns()) == []
+    c.heartbeat("video", T0 + NS // 2)
+    assert [x.end_ns for x in c.poll(clock.now_ns())] == [T0 + NS // 2]
 
 
 def test_a_silent_modality_is_absent_after_max_delay_and_its_data_late() -> None:
@@ -636,6 +664,8 @@ def test_property_every_item_in_all_its_windows_or_late(sc: Scenario) -> None:
             on_time = passed is None or first_cover_start(item.pts_ns, L, H) >= passed
             assert accepted[id(item)] == on_time
         mark = item.end_ns if isinstance(item, AudioChunk) else item.pts_ns
+        if isinstance(item, VideoFrame):  # its window's video is final half a slot ahead
+            mark += HALF_SLOT
         marks[modality_of(item)] = max(marks.get(modality_of(item), mark), mark)
         clock.advance(sc.steps[n % len(sc.steps)] / 1000)
         if sc.heartbeats:  # every modality alive up to a little before now
@@ -644,7 +674,7 @@ def test_property_every_item_in_all_its_windows_or_late(sc: Scenario) -> None:
                 a.heartbeat(m, beat)
                 marks[m] = max(marks.get(m, beat), beat)
         if n % sc.poll_every == 0:
-            # Ready: every live watermark >= end, or now >= end + max_delay.
+            # Ready: every live modality settled >= end, or now >= end + max_delay.
             front = clock.now_ns() - sc.delay
             gating = [m for m in ALL if sc.live[m]]
             if gating and all(m in marks for m in gating):

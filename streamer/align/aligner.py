@@ -11,8 +11,10 @@ Terms (all times are epoch ns on the node clock)::
     watermark     per modality, how far its data has certainly arrived: video the newest
                   frame pts, audio the newest chunk end, text the newest event pts, each
                   also raised by heartbeat(); never lowered; an ended modality's is +inf
-    gating        the live, not ended modalities: a window waits for their watermarks
-    ready         every gating watermark >= end, or now >= end + max_delay
+    settled       per modality, how far a window's share of it is final: the watermark, but
+                  for video the newest frame pts + half a slot (see below)
+    gating        the live, not ended modalities: a window waits for them to settle
+    ready         every gating modality settled >= end, or now >= end + max_delay
     late          an item a passed window covers: first_cover_start(t) < next start
     dropped       data the buffer cap pushed out
 
@@ -31,6 +33,12 @@ Choices the contract leaves open, made here:
   A duplicate audio sample overwrites the earlier one (last write wins). Of two frames
   equally near a slot centre the earlier pts wins; of two with the same pts, the first to
   arrive. Text events with the same pts keep their arrival order.
+* A window's video is final once a frame at or past the centre of its last slot has
+  arrived: a source delivers frames in pts order, and a later frame is farther from that
+  centre, so it cannot replace the slot's pick. Video therefore settles half a slot ahead
+  of its newest frame (a heartbeat does not: a frame may still follow it into the slot),
+  and a window waits for the frame past its last slot's centre, not for one past its end,
+  up to a frame interval sooner with the same content.
 * With no gating modality, a window waits for ``end + max_delay`` (or, once every
   configured modality has ended, for nothing).
 """
@@ -139,6 +147,8 @@ class StreamAligner:
         self._max_texts = max(1, int(max_buffer_s * TEXT_EVENTS_PER_S))
 
         self._wm: dict[Modality, int | None] = dict.fromkeys(self.modalities, None)
+        self._settled: dict[Modality, int | None] = dict.fromkeys(self.modalities, None)
+        self._half_slot = self._slot_ns // 2
         self._live: dict[Modality, bool] = dict.fromkeys(self.modalities, True)
         self._ended: set[Modality] = set()
 
@@ -160,7 +170,7 @@ class StreamAligner:
         if isinstance(item, AudioChunk):
             return self._push_audio(item)
         t = item.pts_ns
-        self._raise(m, t)
+        self._raise(m, t, t + self._half_slot if m == "video" else t)
         passed = self._next if self._started else None
         self._place(t)
         if passed is not None and first_cover_start(t, self.length_ns, self.hop_ns) < passed:
@@ -177,7 +187,7 @@ class StreamAligner:
     def heartbeat(self, modality: Modality, ts_ns: int) -> None:
         """Raise the watermark of an idle but alive modality; never lowers it."""
         self._check(modality)
-        self._raise(modality, ts_ns)
+        self._raise(modality, ts_ns, ts_ns)
 
     def set_live(self, modality: Modality, live: bool) -> None:
         """Only live modalities gate emission; a non-live one still contributes data."""
@@ -231,7 +241,7 @@ class StreamAligner:
         if not gating and len(self._ended) == len(self.modalities):
             return None
         front = now_ns - self.max_delay_ns
-        marks = [self._wm[m] for m in gating]
+        marks = [self._settled[m] for m in gating]
         if marks and all(w is not None for w in marks):
             front = max(front, min(w for w in marks if w is not None))
         return front
@@ -307,10 +317,13 @@ class StreamAligner:
         if modality not in self._wm:
             raise ValueError(f"modality {modality!r} is not configured for {self.stream!r}")
 
-    def _raise(self, modality: Modality, ts_ns: int) -> None:
+    def _raise(self, modality: Modality, ts_ns: int, settled_ns: int) -> None:
         wm = self._wm[modality]
         if wm is None or ts_ns > wm:
             self._wm[modality] = ts_ns
+        done = self._settled[modality]
+        if done is None or settled_ns > done:
+            self._settled[modality] = settled_ns
 
     def _place(self, t_first: int) -> None:
         """Set the first window for an item from ``t_first`` on, or move it back while no
@@ -372,7 +385,7 @@ class StreamAligner:
     def _push_audio(self, chunk: AudioChunk) -> bool:
         if chunk.rate != self.audio_rate:
             raise ValueError(f"audio at {chunk.rate} Hz, the aligner expects {self.audio_rate}")
-        self._raise("audio", chunk.end_ns)
+        self._raise("audio", chunk.end_ns, chunk.end_ns)
         n = len(chunk.samples)
         if n == 0:
             return True  # nothing to place; it still raised the watermark

@@ -2,9 +2,11 @@
 Mosquitto: ``latency_ms`` at 8 streams and ``streams_realtime`` found by search.
 
 A stream is 320x240 video at 10 fps + 16 kHz audio (``synthetic:``) + one text event per
-second, published over MQTT by the bench. A subscriber on the same machine measures
-end-to-publish as arrival time minus the window's end. Counters come from the node's own
-stats messages, as deltas after a warm-up.
+second, published over MQTT by the bench. End-to-publish is arrival time minus the
+window's end, stamped by ``mosquitto_sub`` (a C subscriber, its own process): a Python
+subscriber sharing a busy process with the text publisher adds its own scheduling delay
+(about 30 ms at p99 on a loaded 2-core box), which is not the node's. Counters come from
+the node's own stats messages, as deltas after a warm-up.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,10 @@ HOP = 0.5
 class Trial:
     streams: int
     workers: int = 1
-    latencies_ms: list[float] = field(default_factory=list)
+    # (arrival, window end) in epoch seconds, as the C subscriber stamped them
+    arrivals: list[tuple[float, float]] = field(default_factory=list)
+    measure_from: float | None = None  # epoch s when every worker was warm
+    measure_until: float = float("inf")  # epoch s when the measured interval ended
     # stats after the warm-up, and the latest, per worker process (None: a single one)
     first: dict[int | None, dict[str, Any]] = field(default_factory=dict)
     last: dict[int | None, dict[str, Any]] = field(default_factory=dict)
@@ -72,8 +79,17 @@ class Trial:
             windows / max(self.windows_out + windows, 1.0),
         )
 
+    @property
+    def latencies_ms(self) -> list[float]:
+        """End-to-publish of the predictions that arrived after the warm-up."""
+        lo, hi = self.measure_from, self.measure_until
+        if lo is None:
+            return []
+        return [(t - end) * 1000.0 for t, end in self.arrivals if lo <= t <= hi]
+
     def p(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("inf")
+        lat = self.latencies_ms
+        return float(np.percentile(lat, q)) if lat else float("inf")
 
 
 def _config(port: int, n: int, device: str) -> dict[str, Any]:
@@ -101,38 +117,45 @@ async def run_trial(
         cfg = Path(d) / "cfg.yaml"
         cfg.write_text(yaml.safe_dump(_config(port, n, device)))
         log = Path(d) / "run.log"
-        with log.open("wb") as f:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streamer", "run", str(cfg), "--workers", str(workers),
-                stdout=f, stderr=f,
-            )
-        try:
-            async with aiomqtt.Client("127.0.0.1", port) as client:
-                await client.subscribe(f"streamer/{NODE}/+/prediction", qos=0)
-                await client.subscribe(f"streamer/{NODE}/stats", qos=0)
-                await client.subscribe(f"streamer/{NODE}/available", qos=1)
-                collect = asyncio.create_task(_collect(client, trial, warmup))
-                texts = asyncio.create_task(_texts(client, n))
-                try:
-                    await asyncio.wait_for(trial.online.wait(), 60)
-                    await asyncio.sleep(warmup + seconds)  # the measured interval itself
-                finally:
-                    texts.cancel()
-                    collect.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await collect
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
+        async with _subscriber(port, trial):
+            with log.open("wb") as f:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "streamer", "run", str(cfg), "--workers", str(workers),
+                    stdout=f, stderr=f,
+                )  # fmt: skip
             try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+                await _drive(port, n, trial, warmup, seconds)
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 60)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
         if proc.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"streamer run exited {proc.returncode}: {tail}")
     return trial
+
+
+async def _drive(port: int, n: int, trial: Trial, warmup: float, seconds: float) -> None:
+    """Publish the text events and read the node's stats for ``warmup + seconds`` from the
+    node's "online"."""
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(f"streamer/{NODE}/stats", qos=0)
+        await client.subscribe(f"streamer/{NODE}/available", qos=1)
+        collect = asyncio.create_task(_collect(client, trial, warmup))
+        texts = asyncio.create_task(_texts(client, n))
+        try:
+            await asyncio.wait_for(trial.online.wait(), 60)
+            await asyncio.sleep(warmup + seconds)  # the measured interval itself
+            trial.measure_until = time.time()
+        finally:
+            texts.cancel()
+            collect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collect
 
 
 async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:
@@ -152,8 +175,39 @@ async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:
             worker = body.get("worker")
             trial.first.setdefault(worker, body)
             trial.last[worker] = body
-        elif len(trial.first) >= trial.workers:  # measured once every worker is warm
-            trial.latencies_ms.append((now - float(body["window"]["end"])) * 1000.0)
+            if trial.measure_from is None and len(trial.first) >= trial.workers:
+                trial.measure_from = now  # measured once every worker is warm
+
+
+@contextlib.asynccontextmanager
+async def _subscriber(port: int, trial: Trial) -> AsyncIterator[None]:
+    """``mosquitto_sub`` on every prediction, its lines ``arrival-epoch-s payload`` read
+    into ``trial.arrivals`` until the block ends."""
+    exe = shutil.which("mosquitto_sub")
+    if exe is None:
+        raise RuntimeError("the bench needs mosquitto_sub (apt-get install mosquitto-clients)")
+    sub = await asyncio.create_subprocess_exec(
+        exe, "-h", "127.0.0.1", "-p", str(port), "-q", "0", "-F", "%U %p",
+        "-t", f"streamer/{NODE}/+/prediction",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert sub.stdout is not None
+    stdout = sub.stdout
+
+    async def read() -> None:
+        while line := await stdout.readline():
+            stamp, _, payload = line.partition(b" ")
+            end = float(json.loads(payload)["window"]["end"])
+            trial.arrivals.append((float(stamp), end))
+
+    reader = asyncio.create_task(read())
+    try:
+        yield
+    finally:
+        if sub.returncode is None:
+            sub.terminate()
+        await sub.wait()
+        await reader
 
 
 async def _texts(client: aiomqtt.Client, n: int) -> None:
