@@ -4,6 +4,11 @@ Sample ``i`` of a stream is the one at ``i / rate`` seconds after the epoch. The
 keeps sorted, disjoint runs of consecutive samples, so gaps cost nothing and a window is
 read with two bisections. A write over samples already held replaces them: the last
 write wins.
+
+A live source appends chunk after chunk. A write past every held sample starts a run in
+a buffer of ``RUN_CAPACITY`` samples, and the chunks that continue it are copied into
+that buffer's spare room, so an append costs one copy of its own samples (no regrowth)
+and a window is read from a few runs, not from one per chunk.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy.typing as npt
 
 Samples = npt.NDArray[np.float32]
 
+RUN_CAPACITY = 16_384  # samples per append buffer (about 1 s at 16 kHz)
+
 
 class SampleBuffer:
     def __init__(self) -> None:
@@ -22,6 +29,9 @@ class SampleBuffer:
         self._ends: list[int] = []
         self._runs: list[Samples] = []  # our own copies (or views of them)
         self.count = 0  # samples held
+        # the newest run while it is a view of an append buffer with room: (buffer, the
+        # view that is self._runs[-1], samples of the buffer used)
+        self._tail: tuple[Samples, Samples, int] | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -30,6 +40,9 @@ class SampleBuffer:
         """Hold ``samples`` as samples ``i, i + 1, ...``, replacing any held there."""
         a, b = i, i + len(samples)
         if a >= b:
+            return
+        if not self._ends or a >= self._ends[-1]:
+            self._append(a, samples)
             return
         lo = bisect.bisect_right(self._ends, a)  # the first run that ends after a
         hi = bisect.bisect_left(self._starts, b)  # the first run that starts at or after b
@@ -54,6 +67,30 @@ class SampleBuffer:
         self._ends[lo:hi] = ends
         self._runs[lo:hi] = runs
         self.count += sum(e - s for s, e in zip(starts, ends, strict=True)) - removed
+
+    def _append(self, a: int, samples: Samples) -> None:
+        """Samples from ``a`` on, past every held one: into the newest run's buffer when
+        they continue it and fit, else into a new run with a buffer of its own."""
+        n = len(samples)
+        tail = self._tail
+        if tail is not None and self._runs and self._runs[-1] is tail[1] and a == self._ends[-1]:
+            buf, view, used = tail
+            if used + n <= len(buf):
+                buf[used : used + n] = samples
+                grown = buf[used - len(view) : used + n]
+                self._runs[-1] = grown
+                self._ends[-1] = a + n
+                self._tail = (buf, grown, used + n)
+                self.count += n
+                return
+        buf = np.empty(max(RUN_CAPACITY, n), dtype=np.float32)
+        buf[:n] = samples
+        view = buf[:n]
+        self._starts.append(a)
+        self._ends.append(a + n)
+        self._runs.append(view)
+        self._tail = (buf, view, n)
+        self.count += n
 
     def evict_before(self, i: int) -> int:
         """Forget every sample before ``i``; how many there were."""

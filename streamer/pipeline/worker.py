@@ -75,6 +75,7 @@ class StreamWorker:
         self._text_live = False
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
+        self._armed: int | None = None  # the deadline the ticker sleeps toward, if any
         self._ended = asyncio.Event()
         self._open_sources = len(self.sources)
         if "text" in self.modalities:
@@ -163,7 +164,11 @@ class StreamWorker:
                 if self._text_live and self.realtime:
                     self.aligner.heartbeat("text", now)
                 await self._submit(self.aligner.poll(now))
-            self._poke.set()
+                # the ticker only matters for a deadline sooner than the one it sleeps
+                # toward; waking it for every frame and audio chunk costs a task switch
+                deadline = self.aligner.next_deadline_ns()
+                if deadline is not None and (self._armed is None or deadline < self._armed):
+                    self._poke.set()
 
     def _source_done(self) -> None:
         self._open_sources -= 1
@@ -184,7 +189,7 @@ class StreamWorker:
                 if self._ended.is_set():
                     await self._submit(self.aligner.flush())
                     return
-                deadline = self.aligner.next_deadline_ns()
+                deadline = self._armed = self.aligner.next_deadline_ns()
             timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
             try:
                 await asyncio.wait_for(self._poke.wait(), timeout)
