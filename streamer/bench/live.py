@@ -154,8 +154,11 @@ async def _drive(port: int, n: int, trial: Trial, warmup: float, seconds: float)
         finally:
             texts.cancel()
             collect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collect
+            # an overloaded box can cost the bench's own client its connection; the trial's
+            # figures come from what was collected until then
+            for task in (texts, collect):
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
 
 
 async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:

@@ -1,5 +1,7 @@
 """``publish_per_s``: QoS 1 predictions per second the MQTT sink delivers to Mosquitto,
-through its bounded outbox and sliding in-flight window, acknowledged by the broker."""
+through its bounded outbox and sliding in-flight window, acknowledged by the broker.
+The best of ``repeats`` runs on one connection: a run takes about two seconds, and on a
+shared (virtual) machine such runs vary by 20 % or more."""
 
 from __future__ import annotations
 
@@ -21,15 +23,17 @@ PAYLOAD = (
 )
 
 
-async def publish_per_s(port: int, n: int = 20_000) -> float:
+async def publish_per_s(port: int, n: int = 20_000, *, repeats: int = 3) -> float:
     cfg = MqttConfig(url=f"mqtt://127.0.0.1:{port}", outbox_size=n + 100)
     topics = Topics("bench", "bench")
+    best = 0.0
     async with MqttPublisher(cfg, topics, client_id="streamer-bench-publish") as pub:
         await pub.wait_connected()
         await pub.drain(10)  # "online" and friends first
-        t0 = time.perf_counter()
-        for _ in range(n):
-            pub.enqueue(topics.prediction("cam1"), PAYLOAD, 1)
-        left = await pub.drain(120)
-        elapsed = time.perf_counter() - t0
-    return (n - left) / elapsed
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                pub.enqueue(topics.prediction("cam1"), PAYLOAD, 1)
+            left = await pub.drain(120)
+            best = max(best, (n - left) / (time.perf_counter() - t0))
+    return best
