@@ -25,6 +25,7 @@ four hooks (``_encode_video``, ``_encode_audio``, ``_encode_text``, ``_fuse``).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -39,7 +40,14 @@ from models.spec import ModelSpec
 from models.tokenizer import batch_encode
 from models.windows import WindowInputs
 
-__all__ = ["MODALITIES", "CachedFusion", "IncrementalFusion", "WindowInputs"]
+__all__ = ["MODALITIES", "PRECISIONS", "CachedFusion", "IncrementalFusion", "WindowInputs"]
+
+# precision -> the autocast dtype (None: plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 MODALITIES = ("video", "audio", "text")
 _Key = tuple[str, Hashable]  # (modality, key)
@@ -269,7 +277,10 @@ class CachedFusion(ABC):
 class IncrementalFusion(CachedFusion):
     """``windows -> probabilities [B, C]`` (softmax, on CPU) with a PyTorch ``FusionModel``.
 
-    Moves ``model`` to ``device`` and puts it in eval mode.
+    Moves ``model`` to ``device`` and puts it in eval mode. ``precision`` "bf16" or "fp16"
+    runs the encoders and the fusion step under ``torch.autocast`` (mixed precision: the
+    weights stay float32; embeddings are cached and probabilities returned as float32).
+    On CUDA, inputs are copied from pinned memory without blocking the host.
     """
 
     def __init__(
@@ -280,6 +291,7 @@ class IncrementalFusion(CachedFusion):
         *,
         max_idle_windows: int = 2,
         max_sessions: int = 1024,
+        precision: str = "fp32",
     ) -> None:
         super().__init__(
             model.spec,
@@ -288,6 +300,9 @@ class IncrementalFusion(CachedFusion):
             max_idle_windows=max_idle_windows,
             max_sessions=max_sessions,
         )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.precision = precision
         self.model = model.to(self.device).eval()
 
     def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
@@ -295,14 +310,31 @@ class IncrementalFusion(CachedFusion):
             self.model.eval()
         return super().__call__(windows)
 
+    def _amp(self) -> contextlib.AbstractContextManager[object]:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
     def _encode_video(self, frames: npt.NDArray[np.uint8]) -> torch.Tensor:
-        return self.model.encode_video(torch.from_numpy(frames).to(self.device))
+        with self._amp():
+            out = self.model.encode_video(self._to_device(torch.from_numpy(frames)))
+        return out.float()
 
     def _encode_audio(self, wave: npt.NDArray[np.float32]) -> torch.Tensor:
-        return self.model.encode_audio(torch.from_numpy(wave).to(self.device))
+        with self._amp():
+            out = self.model.encode_audio(self._to_device(torch.from_numpy(wave)))
+        return out.float()
 
     def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(ids.to(self.device), lengths)
+        with self._amp():
+            out = self.model.encode_text(self._to_device(ids), lengths)
+        return out.float()
 
     def _fuse(
         self,
@@ -314,7 +346,8 @@ class IncrementalFusion(CachedFusion):
         text_mask: torch.Tensor,
         text_pos_s: torch.Tensor,
     ) -> torch.Tensor:
-        logits = self.model.fuse(
-            video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
-        )  # [B, C]
+        with self._amp():
+            logits = self.model.fuse(
+                video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
+            )  # [B, C]
         return torch.softmax(logits.float(), dim=-1).cpu()

@@ -169,6 +169,8 @@ class ModelConfig(_Model):
     # to onnx_dir (null: a cache directory keyed by the checkpoint version)
     runtime: Literal["torch", "onnx"] = "torch"
     onnx_dir: Path | None = None
+    # mixed precision for the torch runtime: auto = bf16 (or fp16) on CUDA, fp32 on the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     @field_validator("device")
     @classmethod
@@ -197,6 +199,16 @@ class ModelConfig(_Model):
         device = info.data.get("device", "auto")  # validated before: declared earlier
         if v == "onnx" and device not in ("auto", "cpu"):
             raise ValueError(f"onnx runs on the CPU only; device {device!r} needs runtime torch")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str, info: ValidationInfo) -> str:
+        device = info.data.get("device", "auto")
+        if v == "fp16" and device == "cpu":
+            raise ValueError("fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
+        if v in ("bf16", "fp16") and info.data.get("runtime") == "onnx":
+            raise ValueError(f"{v} is for runtime torch; the onnx runtime runs fp32")
         return v
 
 

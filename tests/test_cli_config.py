@@ -31,6 +31,8 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("hop not dividing", "window: {length: 2.0, hop: 0.3}\n" + GOOD_STREAM, "window"),
     ("negative delay", "window: {max_delay: -1}\n" + GOOD_STREAM, "window.max_delay"),
     ("bad device", "model: {device: tpu}\n" + GOOD_STREAM, "model.device"),
+    ("fp16 on the cpu", "model: {device: cpu, precision: fp16}\n" + GOOD_STREAM, "model.precision"),
+    ("bad precision", "model: {precision: int8}\n" + GOOD_STREAM, "model.precision"),
     ("missing file", "streams: [{id: s1, video: 'file:///no/such/clip.mp4'}]", "streams[0].video"),
     ("relative file", "streams: [{id: s1, video: 'file://clip.mp4'}]", "streams[0].video"),
     (

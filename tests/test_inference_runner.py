@@ -16,8 +16,10 @@ import torch
 from models.fusion import FusionModel
 from models.incremental import IncrementalFusion, WindowInputs
 from models.spec import ModelSpec
-from streamer.config import ModelConfig
+from streamer.config import ModelConfig, WindowConfig
+from streamer.errors import ConfigError
 from streamer.frames import NS, TextEvent, VideoFrame, Window
+from streamer.inference.model import load_model, resolve_precision
 from streamer.inference.runner import InferenceRunner, Result, window_inputs
 from streamer.predictions import ModelId, PredictionBuilder
 from streamer.queues import DropQueue
@@ -163,3 +165,14 @@ async def test_drop_queue() -> None:
     assert [q.get_nowait(), q.get_nowait()] == [3, 4]
     with pytest.raises(ValueError):
         DropQueue(0)
+
+
+def test_precision_resolves_per_device() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"  # autocast seldom pays on a CPU
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="model.precision"):
+        resolve_precision("fp16", cpu)  # device auto found no GPU
+    loaded = load_model(ModelConfig(device="cpu", precision="bf16"), WindowConfig())
+    fusion = loaded.make_fusion()
+    assert isinstance(fusion, IncrementalFusion) and fusion.precision == "bf16"

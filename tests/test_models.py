@@ -231,6 +231,58 @@ def test_incremental_equals_full_recompute_at_one_kth_the_work(device: str) -> N
     assert inc.encoded["text"] < 0.5 * full_count["text"]
 
 
+def _gpu(*extra: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
+    return [
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        *extra,
+    ]
+
+
+AMP = [
+    ("cpu", "bf16"),
+    pytest.param("cuda", "fp16", marks=_gpu()),
+    pytest.param(
+        "cuda",
+        "bf16",
+        marks=_gpu(
+            pytest.mark.skipif(
+                not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+                reason="no bf16 on this CUDA device",
+            )
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("device", "precision"), AMP)
+def test_mixed_precision_stays_close_to_float32(device: str, precision: str) -> None:
+    """Autocast (and, on CUDA, pinned non-blocking copies) on the trained model: float32
+    probabilities on the CPU, within 0.05 of plain float32 and nearly always the same label."""
+    model, _ = load_checkpoint(default_checkpoint_dir(), device=device)
+    rng = np.random.default_rng(3)
+    streams = [Stream(name, rng) for name in ("a", "b")]
+    fp32 = IncrementalFusion(model, device)
+    amp = IncrementalFusion(model, device, precision=precision)
+    worst, same, n = 0.0, 0, 0
+    for w in range(12):
+        windows = [s.window(w, missing_modalities(rng, w)) for s in streams]
+        want, got = fp32(windows), amp(windows)
+        assert got.dtype == torch.float32 and got.device.type == "cpu"
+        assert torch.allclose(got.sum(-1), torch.ones(len(windows)), atol=1e-5)
+        worst = max(worst, float((got - want).abs().max()))
+        same += int((got.argmax(1) == want.argmax(1)).sum())
+        n += len(windows)
+    assert worst <= 0.05, worst
+    assert same >= 0.9 * n, (same, n)
+    assert amp.encoded == fp32.encoded  # the cache works the same at any precision
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        IncrementalFusion(make_model(), precision="int8")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_all_missing_window_gives_finite_probabilities(device: str) -> None:
     model = make_model(device)

@@ -53,10 +53,11 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
     loaded = load_model(ModelConfig(device=device), WindowConfig())
     dev = loaded.device
     out: dict[str, Any] = {"device": str(dev), "machine": machine()}
-    _say(f"[1/5] incremental vs full recompute on {dev} …")
+    _say(f"[1/5] incremental vs full recompute on {dev} ({loaded.precision}) …")
     inc = incremental_speedup(
-        loaded.model, dev, windows_per_stream=8 if quick else 40, repeats=1 if quick else 3
-    )
+        loaded.model, dev, windows_per_stream=8 if quick else 40, repeats=1 if quick else 3,
+        precision=loaded.precision,
+    )  # fmt: skip
     out["incremental_speedup"], out["k"] = round(inc["incremental_speedup"], 3), inc["k"]
     _say(f"      {inc['incremental_windows_per_s']:.0f} vs {inc['full_windows_per_s']:.0f} "
          f"windows/s: ×{inc['incremental_speedup']:.2f} (k = {inc['k']:g}); fusion is "

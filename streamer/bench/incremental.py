@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models.fusion import FusionModel
-from models.incremental import IncrementalFusion
+from models.incremental import PRECISIONS, IncrementalFusion
 from models.spec import ModelSpec
 from models.windows import WindowInputs, collate
 
@@ -83,28 +83,32 @@ class _TimedFusion(IncrementalFusion):
 @torch.inference_mode()
 def incremental_speedup(
     model: FusionModel, device: torch.device, *, length: float = 2.0, hop: float = 0.5,
-    windows_per_stream: int = 40, repeats: int = 3,
+    windows_per_stream: int = 40, repeats: int = 3, precision: str = "fp32",
 ) -> dict[str, float]:  # fmt: skip
     """The best of ``repeats`` interleaved runs of each. ``ceiling``: the speedup a perfect
     encoder cache (encoder work / k, nothing else) would give with this model's fusion
-    step, which no cache saves: every window's tokens attend to each other."""
+    step, which no cache saves: every window's tokens attend to each other. Both paths run
+    at ``precision`` (autocast for bf16 / fp16)."""
     spec = model.spec
     model.to(device).eval()
     batches = sliding_windows(spec, length, hop, STREAMS, windows_per_stream)
     warm = sliding_windows(spec, length, hop, STREAMS, 4, seed=1)
 
+    amp = PRECISIONS[precision]
+
     def full(b: Sequence[WindowInputs]) -> object:
-        out = model(collate(b, spec).to(device))
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = model(collate(b, spec).to(device))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return out
 
     for b in warm:  # warm-up: allocator, kernels
         full(b)
-        IncrementalFusion(model, device=device)(b)
+        IncrementalFusion(model, device=device, precision=precision)(b)
     inc = rec = fuse_s = 0.0
     for _ in range(repeats):
-        fused = _TimedFusion(model, device=device)
+        fused = _TimedFusion(model, device=device, precision=precision)
         rate = _rate(fused, batches)
         if rate > inc:
             inc, fuse_s = rate, fused.fuse_s

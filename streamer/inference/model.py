@@ -35,6 +35,7 @@ class LoadedModel:
     trained: bool
     runtime: str = "torch"  # "torch" or "onnx"
     onnx_dir: Path | None = None  # the ONNX export, when runtime is "onnx"
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16 (torch runtime)
 
     def make_fusion(self) -> CachedFusion:
         """A fresh incremental runtime (its own cache) for this model and runtime."""
@@ -42,7 +43,7 @@ class LoadedModel:
             from models.onnx_runtime import OnnxFusion
 
             return OnnxFusion(self.onnx_dir)
-        return IncrementalFusion(self.model, device=self.device)
+        return IncrementalFusion(self.model, device=self.device, precision=self.precision)
 
 
 def _multiple(value: float, step: float) -> bool:
@@ -108,4 +109,17 @@ def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
     if cfg.runtime == "onnx":
         onnx_dir = _onnx_export(cfg, model, info.name, info.version)
         return LoadedModel(model, info.spec, device, mid, info.trained, "onnx", onnx_dir)
-    return LoadedModel(model, info.spec, device, mid, info.trained)
+    precision = resolve_precision(cfg.precision, device)
+    return LoadedModel(model, info.spec, device, mid, info.trained, precision=precision)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``model.precision`` for ``device``: auto is bf16 on a CUDA device that has it, else
+    fp16 there, and fp32 on the CPU (where autocast seldom pays); fp16 needs CUDA."""
+    if name == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("model.precision", f"fp16 needs a CUDA device, not {device}")
+    return name
