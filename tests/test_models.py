@@ -29,16 +29,17 @@ from models.tokenizer import batch_encode, encode
 from models.windows import collate
 
 SPEC = ModelSpec()
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-        ],
-    ),
-]
+
+
+def _gpu(*extra: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
+    return [
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        *extra,
+    ]
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=_gpu())]
 TOL = {"cpu": 1e-4, "cuda": 2e-3}  # CUDA convs may use TF32 and batch-size-dependent kernels
 
 
@@ -229,14 +230,6 @@ def test_incremental_equals_full_recompute_at_one_kth_the_work(device: str) -> N
         assert inc.encoded[m] < 0.35 * full_count[m], m
     assert inc.encoded["text"] <= len(referenced["text"])
     assert inc.encoded["text"] < 0.5 * full_count["text"]
-
-
-def _gpu(*extra: pytest.MarkDecorator) -> list[pytest.MarkDecorator]:
-    return [
-        pytest.mark.gpu,
-        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-        *extra,
-    ]
 
 
 AMP = [
