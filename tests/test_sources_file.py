@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from streamer.errors import SourceEnded, SourceError, SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, VideoFrame
 from streamer.sources import Source, make_source, open_sources
 from streamer.sources.av import AVSource
+from streamer.sources.base import recv_batch
 from streamer.sources.clockmap import PtsMapper
 from streamer.sources.handoff import Handoff
 from streamer.sources.handoff import _wake as handoff_wake
@@ -308,6 +310,88 @@ async def test_handoff_blocking_mode_applies_backpressure() -> None:
     assert got == list(range(50)) and h.dropped == 0
 
 
+async def test_handoff_get_nowait_takes_only_what_is_queued() -> None:
+    h: Handoff[int] = Handoff(4, loop=asyncio.get_running_loop())
+    assert h.get_nowait() is None
+    h.put(1)
+    h.put(2)
+    h.put_end()
+    assert [h.get_nowait(), h.get_nowait(), h.get_nowait()] == [1, 2, None]
+    with pytest.raises(SourceEnded):  # the end is the next get()'s, never get_nowait()'s
+        await h.get()
+
+
+async def test_handoff_get_nowait_makes_room_for_a_blocked_producer() -> None:
+    h: Handoff[int] = Handoff(1, loop=asyncio.get_running_loop(), blocking=True)
+    h.put(0)
+    t = threading.Thread(target=h.put, args=(1,))
+    t.start()
+    assert h.get_nowait() == 0
+    await asyncio.to_thread(t.join, 5)
+    assert not t.is_alive() and h.get_nowait() == 1
+
+
+class _Queued:
+    """A source over a hand-off, as AVSource and MicSource are."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.handoff: Handoff[int] = Handoff(16, loop=asyncio.get_running_loop())
+        for i in items:
+            self.handoff.put(i)
+        self.handoff.put_end()
+
+    async def recv(self) -> int:
+        return await self.handoff.get()
+
+    def recv_nowait(self) -> int | None:
+        return self.handoff.get_nowait()
+
+
+class _Unqueued(_Queued):
+    recv_nowait = None  # type: ignore[assignment]
+
+
+async def _batch(src: _Queued, limit: int) -> list[object]:
+    return list(await recv_batch(cast(Source, src), limit))
+
+
+async def test_recv_batch_takes_the_queued_items_up_to_the_limit() -> None:
+    src = _Queued([1, 2, 3, 4, 5])
+    assert await _batch(src, 3) == [1, 2, 3]
+    assert await _batch(src, 3) == [4, 5]
+    with pytest.raises(SourceEnded):
+        await _batch(src, 3)
+    plain = _Unqueued([1, 2])  # no recv_nowait: one item per call
+    assert await _batch(plain, 3) == [1]
+    assert await _batch(plain, 3) == [2]
+
+
+async def test_a_file_read_in_batches_gives_what_recv_gives(clip: Path) -> None:
+    one = AVSource(url_of(clip), video=True, audio=True, spec=SPEC, realtime=False)
+    await one.open()
+    try:
+        expected = await read_all(one)
+    finally:
+        await one.close()
+    batched = AVSource(url_of(clip), video=True, audio=True, spec=SPEC, realtime=False)
+    await batched.open()
+    got: list[Item] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    got.extend(await recv_batch(batched, 16))
+                except SourceEnded:
+                    break
+    finally:
+        await batched.close()
+
+    def shape(items: list[Item]) -> list[tuple[type, int]]:  # pts from the first item's
+        return [(type(i), i.pts_ns - items[0].pts_ns) for i in items]
+
+    assert len(expected) > 50 and shape(got) == shape(expected)
+
+
 async def test_handoff_close_unblocks_a_waiting_producer() -> None:
     h: Handoff[int] = Handoff(1, loop=asyncio.get_running_loop(), blocking=True)
     h.put(0)
@@ -343,7 +427,7 @@ async def test_handoff_wakes_the_loop_once_per_wait() -> None:
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     h: Handoff[int] = Handoff(1000, loop=loop)
-    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
     try:
         getter = asyncio.create_task(h.get())
         await asyncio.sleep(0)

@@ -1,6 +1,7 @@
 """One stream: its sources feed its aligner; ready windows go to the inference runner.
 
-One task per source reads items and pushes them into the aligner. A ticker task emits
+One task per source reads items (with those already queued behind, in one batch) and
+pushes them into the aligner. A ticker task emits
 windows whose deadline (``end + max_delay``) passes while the sources are silent. Both
 poll and submit under one lock, so windows leave in start order.
 """
@@ -19,13 +20,16 @@ from streamer.config import StreamConfig, WindowConfig
 from streamer.errors import SourceEnded, SourceError, SourceOpenError
 from streamer.frames import Modality, TextEvent, Window, modality_of
 from streamer.inference.runner import InferenceRunner
-from streamer.sources.base import Source
+from streamer.sources.base import Source, recv_batch
 from streamer.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
 StatusFn = Callable[[str, Modality, bool], None]
 REOPEN_CAP_S = 2.0
+# Items a source task pushes before it polls the aligner: what had queued up behind the
+# first (a burst from an unpaced file or a loop busy elsewhere); one poll covers them all.
+PUMP_BATCH = 32
 
 
 def configured_modalities(cfg: StreamConfig, text_topics: Sequence[str]) -> list[Modality]:
@@ -151,15 +155,16 @@ class StreamWorker:
         first = True
         while True:
             try:
-                item = await src.recv()
+                items = await recv_batch(src, PUMP_BATCH)
             except SourceEnded:
                 return
             if first:
                 backoff.reset()
                 first = False
-            self._stats.count_in(modality_of(item))
             async with self._lock:
-                self.aligner.push(item)
+                for item in items:
+                    self._stats.count_in(modality_of(item))
+                    self.aligner.push(item)
                 now = self._clock.now_ns()
                 if self._text_live and self.realtime:
                     self.aligner.heartbeat("text", now)

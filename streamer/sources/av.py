@@ -222,6 +222,9 @@ class AVSource:
             raise SourceError(self.url, "recv() before open()")
         return await self._handoff.get()
 
+    def recv_nowait(self) -> Item | None:
+        return None if self._handoff is None else self._handoff.get_nowait()
+
     async def close(self) -> None:
         self._stop.set()
         if self._handoff is not None:

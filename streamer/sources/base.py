@@ -13,6 +13,7 @@ jittered backoff. A finite source ends with :class:`~streamer.errors.SourceEnded
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from streamer.frames import Item, Modality
@@ -43,3 +44,16 @@ class Source(Protocol):
     async def close(self) -> None:
         """Stop capturing and release the device; safe to call twice or before open()."""
         ...
+
+
+async def recv_batch(src: Source, limit: int) -> list[Item]:
+    """The next item and those already queued behind it, at most ``limit`` in all: one
+    await (one trip through the event loop) per batch instead of per item. A source with
+    a queue offers ``recv_nowait() -> Item | None`` (None: nothing queued; it never raises
+    the end, the next ``recv()`` does). Raises as ``recv()`` does, before taking any item."""
+    items = [await src.recv()]
+    more: Callable[[], Item | None] | None = getattr(src, "recv_nowait", None)
+    if more is not None:
+        while len(items) < limit and (item := more()) is not None:
+            items.append(item)
+    return items

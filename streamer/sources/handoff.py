@@ -1,6 +1,7 @@
 """A bounded hand-off from one producer thread to the event loop.
 
-The producer thread calls :meth:`Handoff.put`; the loop awaits :meth:`Handoff.get`.
+The producer thread calls :meth:`Handoff.put`; the loop awaits :meth:`Handoff.get`, then
+takes what else is already queued with :meth:`Handoff.get_nowait` (no wait, no wake-up).
 
 * live mode (``blocking=False``): a full queue drops the OLDEST item and counts it in
   ``dropped``; ``put`` never blocks, so capture never stalls.
@@ -116,6 +117,17 @@ class Handoff(Generic[T]):
                 with self._lock:
                     if self._waiter is fut:
                         self._waiter = None
+
+    def get_nowait(self) -> T | None:
+        """The next queued item, or None if none is queued (an end or error queued behind
+        the items is raised by the next :meth:`get`, never here)."""
+        with self._lock:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if self.blocking:
+                self._space.notify()
+            return item
 
     def close(self) -> None:
         """Discard queued items, unblock a waiting producer; ``get`` raises SourceEnded."""

@@ -200,6 +200,9 @@ class MicSource:
             problem = f"no audio for {self.stall_s:g} s: the device is gone"
             raise SourceError(self.url, problem) from None
 
+    def recv_nowait(self) -> Item | None:
+        return None if self._handoff is None else self._handoff.get_nowait()
+
     async def close(self) -> None:
         self._closing = True
         _OPEN.discard(id(self))
