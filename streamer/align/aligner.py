@@ -53,6 +53,7 @@ from streamer.align.samples import SampleBuffer
 from streamer.align.windows import (
     check_grid,
     first_cover_start,
+    frame_rank,
     last_cover_start,
     sample_index,
     sample_time_ns,
@@ -363,13 +364,9 @@ class StreamAligner:
 
     def _put_frame(self, frame: VideoFrame) -> None:
         k = slot_index(frame.pts_ns, self._slot_ns)
-        centre2 = (2 * k + 1) * self._slot_ns  # twice the slot centre: stays an int
-
-        def rank(f: VideoFrame) -> tuple[int, int]:
-            return abs(2 * f.pts_ns - centre2), f.pts_ns
-
         cur = self._video.get(k)
-        if cur is None or rank(frame) < rank(cur):
+        slot = self._slot_ns
+        if cur is None or frame_rank(frame.pts_ns, slot) < frame_rank(cur.pts_ns, slot):
             self._video[k] = frame
 
     def _put_text(self, event: TextEvent) -> bool:

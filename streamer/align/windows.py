@@ -44,6 +44,13 @@ def slot_index(t_ns: int, slot_len_ns: int) -> int:
     return t_ns // slot_len_ns
 
 
+def frame_rank(t_ns: int, slot_len_ns: int) -> tuple[int, int]:
+    """How a frame at ``t_ns`` ranks in its slot, lower wins: twice its distance from the
+    slot's centre (an int), then the earlier pts."""
+    centre2 = (2 * slot_index(t_ns, slot_len_ns) + 1) * slot_len_ns
+    return abs(2 * t_ns - centre2), t_ns
+
+
 def sample_index(t_ns: int, rate: int) -> int:
     """The audio sample at or before ``t_ns`` (where a chunk starting at ``t_ns`` begins)."""
     return t_ns * rate // NS

@@ -56,7 +56,7 @@ def _config(port: int, files: list[Path]) -> Config:
 
 async def _decode(path: Path, loaded: LoadedModel) -> list[Item]:
     src = AVSource(f"file://{path}", video=True, audio=True, spec=loaded.spec, realtime=False,
-                   stream=path.stem)  # fmt: skip
+                   stream=path.stem, slot_frames=True)  # fmt: skip
     items: list[Item] = []
     await src.open()
     try:

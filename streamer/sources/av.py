@@ -11,7 +11,13 @@ and audio name the same URL; both tracks share one :class:`~.clockmap.PtsMapper`
 
 The thread owns the container (open, read, close) and hands converted items to the loop
 through a :class:`~.handoff.Handoff`: drop-oldest when live, blocking when an unpaced file
-is read as fast as possible. PyAV's many exception types stop at this boundary and become
+is read as fast as possible. An unpaced file's audio is handed over in chunks of at least
+one model audio segment (the decoder's 20-64 ms pieces joined while they are contiguous):
+nobody waits on its latency, and each chunk costs the loop the same however long it is.
+With ``slot_frames`` (what the node asks for), an unpaced file hands over only the frame
+of each video slot that the aligner would keep (the one nearest the slot's centre), and
+converts only that one: a 30 fps file read for a 4 fps model converts ~4 frames in 30.
+PyAV's many exception types stop at this boundary and become
 one-line :class:`~streamer.errors.SourceOpenError` / :class:`~streamer.errors.SourceError`.
 """
 
@@ -30,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.spec import ModelSpec
+from streamer.align.windows import frame_rank, slot_index, slot_ns
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import SourceError, SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
@@ -146,6 +153,7 @@ class AVSource:
         open_timeout: float = 5.0,
         read_timeout: float = 5.0,
         queue_size: int = DEFAULT_QUEUE,
+        slot_frames: bool = False,
     ) -> None:
         if not (video or audio):
             raise ValueError("AVSource needs video, audio or both")
@@ -166,6 +174,9 @@ class AVSource:
         self.realtime = realtime or not self.is_file
         self.loop = loop and self.is_file
         self.live = self.realtime  # network, devices and realtime files are paced
+        self.slot_frames = slot_frames and not self.live
+        self._slot_ns = slot_ns(spec.fps)
+        self.skipped = 0  # unpaced frames another frame of their slot beat (slot_frames)
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
         self.queue_size = queue_size
@@ -183,6 +194,10 @@ class AVSource:
         self._last_ns: dict[Modality, int] = {}
         self._video_next: float | None = None  # media time expected for the next frame
         self._audio_next: float | None = None  # media time of the next audio sample
+        self._joined: list[AudioChunk] = []  # unpaced: contiguous chunks not handed over yet
+        self._joined_n = 0  # their samples
+        # slot_frames: the best frame yet of the newest slot, not converted yet
+        self._held: tuple[int, tuple[int, int], av.VideoFrame] | None = None
 
     @property
     def dropped(self) -> int:
@@ -327,26 +342,31 @@ class AVSource:
         vs: av.VideoStream | None,
         aus: av.AudioStream | None,
     ) -> None:
-        """Demux and decode one pass over the container (until EOF or stop)."""
+        """Demux and decode one pass over the container (until EOF or stop); the audio
+        joined so far is handed over at its end, also when a read fails."""
         converter = AudioConverter(self.spec.audio_rate) if aus is not None else None
         frame_s = 1.0 / float(vs.average_rate) if vs is not None and vs.average_rate else 0.0
         selected = [s for s in (vs, aus) if s is not None]
-        for packet in container.demux(*selected):
-            if self._stop.is_set():
-                return
-            try:
-                frames = packet.decode()
-            except (av.error.InvalidDataError, av.error.UndefinedError) as e:
-                self.corrupt += 1
-                log.debug("%s: skipped a packet that failed to decode: %s", self.url, e)
-                continue
-            for frame in frames:
-                if isinstance(frame, av.VideoFrame):
-                    self._video(frame, frame_s)
-                elif isinstance(frame, av.AudioFrame) and converter is not None:
-                    self._audio(converter.convert(frame))
-        if converter is not None and not self._stop.is_set():
-            self._audio(converter.convert(None))
+        try:
+            for packet in container.demux(*selected):
+                if self._stop.is_set():
+                    return
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.UndefinedError) as e:
+                    self.corrupt += 1
+                    log.debug("%s: skipped a packet that failed to decode: %s", self.url, e)
+                    continue
+                for frame in frames:
+                    if isinstance(frame, av.VideoFrame):
+                        self._video(frame, frame_s)
+                    elif isinstance(frame, av.AudioFrame) and converter is not None:
+                        self._audio(converter.convert(frame))
+            if converter is not None and not self._stop.is_set():
+                self._audio(converter.convert(None))
+        finally:
+            self._hand_over_held()
+            self._hand_over_joined()
 
     def _video(self, frame: av.VideoFrame, frame_s: float) -> None:
         t = frame.time
@@ -356,8 +376,28 @@ class AVSource:
         ts = self._mapper.map(t, frame_s)
         if self._is_stale("video", ts):
             return
-        image = video_to_rgb(frame, self.spec.image_size)
-        self._deliver(VideoFrame(self.stream, ts, image), ts)
+        if not self.slot_frames:
+            self._deliver(
+                VideoFrame(self.stream, ts, video_to_rgb(frame, self.spec.image_size)), ts
+            )
+            return
+        k, rank = slot_index(ts, self._slot_ns), frame_rank(ts, self._slot_ns)
+        held = self._held
+        if held is not None and held[0] == k:
+            self.skipped += 1
+            if rank < held[1]:
+                self._held = (k, rank, frame)
+            return
+        self._hand_over_held()
+        self._held = (k, rank, frame)
+
+    def _hand_over_held(self) -> None:
+        """slot_frames: convert and hand over the frame held for its slot."""
+        held, self._held = self._held, None
+        if held is None or self._stop.is_set():
+            return
+        ts = held[1][1]  # a rank ends with the pts
+        self._deliver(VideoFrame(self.stream, ts, video_to_rgb(held[2], self.spec.image_size)), ts)
 
     def _audio(self, pieces: list[tuple[float | None, npt.NDArray[np.float32]]]) -> None:
         rate = self.spec.audio_rate
@@ -370,7 +410,29 @@ class AVSource:
             if self._is_stale("audio", ts):
                 continue
             chunk = AudioChunk(self.stream, ts, samples, rate)
-            self._deliver(chunk, chunk.end_ns)
+            if self.live:
+                self._deliver(chunk, chunk.end_ns)
+                continue
+            if self._joined and abs(ts - self._joined[-1].end_ns) * 2 * rate > NS:
+                self._hand_over_joined()  # a gap (or overlap) of half a sample or more
+            self._joined.append(chunk)
+            self._joined_n += len(samples)
+            if self._joined_n >= self.spec.segment_samples:
+                self._hand_over_joined()
+
+    def _hand_over_joined(self) -> None:
+        """The unpaced audio joined so far, as one chunk stamped at its first sample."""
+        if not self._joined or self._stop.is_set():
+            return
+        first = self._joined[0]
+        if len(self._joined) == 1:
+            chunk = first
+        else:
+            samples = np.concatenate([c.samples for c in self._joined])
+            chunk = AudioChunk(self.stream, first.pts_ns, samples, first.rate)
+        self._joined = []
+        self._joined_n = 0
+        self._deliver(chunk, chunk.end_ns)
 
     def _is_stale(self, modality: Modality, ts: int) -> bool:
         """A live item stamped no later than its track's previous one (a burst): drop it."""

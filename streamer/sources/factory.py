@@ -43,6 +43,7 @@ def make_source(
             stream=stream.id,
             realtime=stream.realtime,
             loop=stream.loop,
+            slot_frames=True,  # the aligner keeps one frame per slot: convert only that one
         )
     if scheme == "mic":
         if video:

@@ -126,7 +126,7 @@ async def clip_windows(
     clock = FakeClock(T0_NS)
     src = AVSource(
         f"file://{media}", video=True, audio=True, spec=spec, clock=clock,
-        stream=stream, realtime=False,
+        stream=stream, realtime=False, slot_frames=True,
     )  # fmt: skip
     aligner = StreamAligner(
         stream, length_ns=window.length_ns, hop_ns=window.hop_ns,
