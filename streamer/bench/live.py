@@ -145,20 +145,29 @@ async def _drive(port: int, n: int, trial: Trial, warmup: float, seconds: float)
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(f"streamer/{NODE}/stats", qos=0)
         await client.subscribe(f"streamer/{NODE}/available", qos=1)
+        stop = asyncio.Event()
         collect = asyncio.create_task(_collect(client, trial, warmup))
-        texts = asyncio.create_task(_texts(client, n))
+        texts = asyncio.create_task(_texts(client, n, stop))
         try:
             await asyncio.wait_for(trial.online.wait(), 60)
             await asyncio.sleep(warmup + seconds)  # the measured interval itself
             trial.measure_until = time.time()
         finally:
+            # Python 3.11's wait_for (inside aiomqtt's publish) can swallow a cancellation
+            # that meets its inner future's completion; the sender then carried on forever
+            # (most likely what kept a bench waiting 20 min on a node it never stopped, its
+            # sender still publishing). So the sender also checks `stop`, and the wait for
+            # both tasks is bounded.
+            stop.set()
             texts.cancel()
             collect.cancel()
+            await asyncio.wait((texts, collect), timeout=10)
             # an overloaded box can cost the bench's own client its connection; the trial's
             # figures come from what was collected until then
             for task in (texts, collect):
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
+                if task.done() and not task.cancelled():
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        task.result()
 
 
 async def _collect(client: aiomqtt.Client, trial: Trial, warmup: float) -> None:
@@ -213,11 +222,13 @@ async def _subscriber(port: int, trial: Trial) -> AsyncIterator[None]:
         await reader
 
 
-async def _texts(client: aiomqtt.Client, n: int) -> None:
-    """One text event per second per stream, spread over the second."""
+async def _texts(client: aiomqtt.Client, n: int, stop: asyncio.Event) -> None:
+    """One text event per second per stream, spread over the second, until ``stop``."""
     i = 0
-    while True:
+    while not stop.is_set():
         for s in range(n):
+            if stop.is_set():
+                return
             await client.publish(f"streamer/{NODE}/s{s}/text", f"event {i}: it is a {i % 10}")
             await asyncio.sleep(1.0 / n)  # pacing the senders, not a synchronisation
         i += 1
