@@ -65,6 +65,15 @@ async def read_all(src: AVSource, limit: int = 100_000) -> list[Item]:
     return items
 
 
+async def read_opened(src: AVSource) -> list[Item]:
+    """Open ``src``, read it to its end, close it."""
+    await src.open()
+    try:
+        return await read_all(src)
+    finally:
+        await src.close()
+
+
 def split(items: list[Item]) -> tuple[list[VideoFrame], list[AudioChunk]]:
     return (
         [i for i in items if isinstance(i, VideoFrame)],
@@ -98,11 +107,7 @@ async def test_both_tracks_from_one_container(clip: Path) -> None:
 
 async def test_unpaced_audio_comes_in_contiguous_segments(clip: Path) -> None:
     src = AVSource(url_of(clip), video=False, audio=True, spec=SPEC, realtime=False)
-    await src.open()
-    try:
-        _, audio = split(await read_all(src))
-    finally:
-        await src.close()
+    _, audio = split(await read_opened(src))
     assert all(len(c.samples) >= SPEC.segment_samples for c in audio[:-1])
     for a, b in zip(audio, audio[1:], strict=False):  # joined pieces stay back to back
         assert abs(b.pts_ns - a.end_ns) * 2 * a.rate <= NS
@@ -124,12 +129,8 @@ async def _windows_of(clip: Path, *, slot_frames: bool) -> tuple[list[Window], A
         "", length_ns=2 * NS, hop_ns=NS // 2, max_delay_ns=NS, fps=SPEC.fps,
         audio_rate=SPEC.audio_rate, modalities=("video", "audio"),
     )  # fmt: skip
-    await src.open()
-    try:
-        for item in await read_all(src):
-            aligner.push(item)
-    finally:
-        await src.close()
+    for item in await read_opened(src):
+        aligner.push(item)
     aligner.end("video")
     aligner.end("audio")
     return aligner.flush(), src
@@ -155,11 +156,7 @@ async def test_slot_frames_hand_over_only_what_the_aligner_keeps(clip: Path) -> 
 
 async def test_conversion_content(clip: Path) -> None:
     src = AVSource(url_of(clip), video=True, audio=True, spec=SPEC, realtime=False)
-    await src.open()
-    try:
-        video, audio = split(await read_all(src))
-    finally:
-        await src.close()
+    video, audio = split(await read_opened(src))
     # frame 0 matches the source picture scaled to 64x64 (RGB order, not BGR)
     expected = clip_frame(0, (320, 240), 10).astype(np.float32)
     got = video[0].image.astype(np.float32)
@@ -428,11 +425,7 @@ async def test_recv_batch_takes_the_queued_items_up_to_the_limit() -> None:
 
 async def test_a_file_read_in_batches_gives_what_recv_gives(clip: Path) -> None:
     one = AVSource(url_of(clip), video=True, audio=True, spec=SPEC, realtime=False)
-    await one.open()
-    try:
-        expected = await read_all(one)
-    finally:
-        await one.close()
+    expected = await read_opened(one)
     batched = AVSource(url_of(clip), video=True, audio=True, spec=SPEC, realtime=False)
     await batched.open()
     got: list[Item] = []
