@@ -22,7 +22,8 @@ from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
 from streamer.errors import SourceError, SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, VideoFrame
-from streamer.sources.av import AVSource, network_options, v4l2_options
+from streamer.sources.av import AVSource
+from streamer.sources.avurls import network_options, v4l2_options
 from streamer.sources.mic import SampleClock
 from streamer.testing import FakeClock
 

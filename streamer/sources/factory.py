@@ -12,8 +12,8 @@ from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import StreamConfig
 from streamer.errors import SourceOpenError
 from streamer.frames import Modality
-from streamer.sources.av import SCHEMES as AV_SCHEMES
 from streamer.sources.av import AVSource
+from streamer.sources.avurls import SCHEMES as AV_SCHEMES
 from streamer.sources.base import Source
 from streamer.sources.mic import MicSource
 from streamer.sources.synthetic import SyntheticSource
