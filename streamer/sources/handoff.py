@@ -101,10 +101,7 @@ class Handoff(Generic[T]):
         while True:
             with self._lock:
                 if self._items:
-                    item = self._items.popleft()
-                    if self.blocking:
-                        self._space.notify()
-                    return item
+                    return self._pop_locked()
                 if self._terminal is not None:
                     raise self._terminal
                 if self._closed:
@@ -122,12 +119,13 @@ class Handoff(Generic[T]):
         """The next queued item, or None if none is queued (an end or error queued behind
         the items is raised by the next :meth:`get`, never here)."""
         with self._lock:
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            if self.blocking:
-                self._space.notify()
-            return item
+            return self._pop_locked() if self._items else None
+
+    def _pop_locked(self) -> T:
+        item = self._items.popleft()
+        if self.blocking:
+            self._space.notify()  # room for a producer waiting in put()
+        return item
 
     def close(self) -> None:
         """Discard queued items, unblock a waiting producer; ``get`` raises SourceEnded."""
