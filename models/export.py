@@ -112,63 +112,12 @@ class TextEncoderGraph(nn.Module):
         return out
 
 
-class ExportableTransformerEncoder(nn.Module):
-    """``nn.TransformerEncoder``'s eval-mode math over the same layers, in plain ops.
-
-    Needed for ONNX only: the exporter traces ``nn.MultiheadAttention``'s packed in-projection
-    (``unflatten``) with the sequence length as a constant, so a graph traced at one window
-    length fails at another. Here every reshape keeps the sequence axis symbolic (``-1``).
-    ``src`` [B, T, D] (batch first), ``src_key_padding_mask`` bool [B, T], True = padding.
-    """
-
-    def __init__(self, encoder: nn.TransformerEncoder) -> None:
-        super().__init__()
-        self.layers = encoder.layers
-        self.norm = encoder.norm
-
-    @staticmethod
-    def _attention(
-        attn: nn.MultiheadAttention, x: torch.Tensor, bias: torch.Tensor
-    ) -> torch.Tensor:
-        heads, d = attn.num_heads, attn.embed_dim
-        qkv = nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [B, T, 3D]
-        q, k, v = (
-            t.reshape(x.shape[0], -1, heads, d // heads).transpose(1, 2)  # [B, h, T, D / h]
-            for t in qkv.chunk(3, dim=-1)
-        )
-        scores = torch.matmul(q * (d // heads) ** -0.5, k.transpose(2, 3)) + bias  # [B, h, T, T]
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [B, h, T, D / h]
-        out = out.transpose(1, 2).reshape(x.shape[0], -1, d)  # [B, T, D]
-        return attn.out_proj(out)  # type: ignore[no-any-return]
-
-    def forward(self, src: torch.Tensor, src_key_padding_mask: torch.Tensor) -> torch.Tensor:
-        zeros = torch.zeros_like(src_key_padding_mask, dtype=src.dtype)  # [B, T]
-        bias = zeros.masked_fill(src_key_padding_mask, float("-inf"))[:, None, None, :]
-        x = src
-        for layer in self.layers:
-            attn, act = layer.self_attn, layer.activation
-            if layer.norm_first:
-                x = x + self._attention(attn, layer.norm1(x), bias)
-                x = x + layer.linear2(act(layer.linear1(layer.norm2(x))))
-            else:
-                x = layer.norm1(x + self._attention(attn, x, bias))
-                x = layer.norm2(x + layer.linear2(act(layer.linear1(x))))
-        return x if self.norm is None else self.norm(x)
-
-
 class FuseGraph(nn.Module):
-    """``FusionModel.fuse`` -> ``(logits [B, C], probs [B, C])``.
+    """``FusionModel.fuse`` -> ``(logits [B, C], probs [B, C])``, in eval mode
+    (:func:`models.readout.cls_readout`, whose reshapes keep the token axis dynamic)."""
 
-    ``exportable=True`` runs the transformer as :class:`ExportableTransformerEncoder` (on a
-    copy of the model sharing its weights); the tests hold it to ``fuse`` within 1e-5.
-    """
-
-    def __init__(self, model: FusionModel, *, exportable: bool = False) -> None:
+    def __init__(self, model: FusionModel) -> None:
         super().__init__()
-        if exportable:
-            model = copy.copy(model)  # shallow: same parameters, own module table
-            model._modules = dict(model._modules)
-            model.fusion = ExportableTransformerEncoder(model.fusion)  # type: ignore[assignment]
         self.model = model
 
     def forward(
@@ -225,13 +174,13 @@ _DYNAMIC: dict[str, dict[str, dict[int, str]]] = {
 }
 
 
-def graphs(model: FusionModel, fmt: str = "torchscript") -> dict[str, nn.Module]:
-    """The four graph modules of ``model`` as ``fmt`` exports them (they share its weights)."""
+def graphs(model: FusionModel) -> dict[str, nn.Module]:
+    """The four graph modules of ``model``, as both formats export them (sharing its weights)."""
     return {
         "video_encoder": VideoEncoderGraph(model).eval(),
         "audio_encoder": AudioEncoderGraph(model).eval(),
         "text_encoder": TextEncoderGraph(model).eval(),
-        "fuse": FuseGraph(model, exportable=fmt == "onnx").eval(),
+        "fuse": FuseGraph(model).eval(),
     }
 
 
@@ -356,10 +305,8 @@ def export_model(
     files: dict[str, str] = {}
     written: list[Path] = []
     try:
-        # Grad mode on purpose: under no_grad, nn.TransformerEncoderLayer takes its fused
-        # fast path (aten::_transformer_encoder_layer_fwd), which has no ONNX symbolic.
-        with _quiet_tracing(), torch.enable_grad():
-            for graph_name, graph in graphs(model, kind).items():
+        with _quiet_tracing():
+            for graph_name, graph in graphs(model).items():
                 path = out / f"{graph_name}{_SUFFIX[kind]}"
                 if kind == "onnx":
                     _export_onnx(graph_name, graph, inputs[graph_name], path)

@@ -11,6 +11,10 @@ embedding + a modality embedding + a learned embedding of its time bucket
 start: video slot i at ``(i + 0.5) / fps``, audio segment j at ``(j + 0.5) * audio_segment``,
 a text event at its own offset. Missing items are masked out of attention; CLS never is,
 so a window with nothing present still gives finite logits.
+
+Only the CLS output is read. In eval mode :func:`models.readout.cls_readout` computes it
+(the same math in plain ops, skipping what only the other tokens' outputs need); that is
+also what the ONNX and TorchScript exports trace.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from models.encoders import AudioEncoder, TextEncoder, VideoEncoder
+from models.readout import cls_readout
 from models.spec import ModelSpec
 
 _CLS, _VIDEO, _AUDIO, _TEXT = range(4)
@@ -181,8 +186,11 @@ class FusionModel(nn.Module):
             [torch.ones(b, 1, dtype=torch.bool, device=dev), video_mask, audio_mask, text_mask],
             dim=1,
         )  # [B, 1 + Tv + Ta + Tt]
-        x = self.fusion(tokens, src_key_padding_mask=~present)  # [B, 1 + Tv + Ta + Tt, D]
-        logits: torch.Tensor = self.head(self.norm(x[:, 0]))  # [B, C]
+        if self.training:
+            cls = self.fusion(tokens, src_key_padding_mask=~present)[:, 0]  # [B, D]
+        else:  # the same math in eval mode, skipping what only the other tokens' outputs need
+            cls = cls_readout(self.fusion, tokens, present)  # [B, D]
+        logits: torch.Tensor = self.head(self.norm(cls))  # [B, C]
         return logits
 
     def encode_batch(self, batch: FullBatch) -> Encoded:

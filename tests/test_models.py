@@ -24,6 +24,7 @@ from models.checkpoint import (
 from models.features import LogMel, mel_filterbank
 from models.fusion import FusionModel, recent_text_mask
 from models.incremental import IncrementalFusion, WindowInputs
+from models.readout import cls_readout
 from models.spec import ModelSpec
 from models.tokenizer import batch_encode, encode
 from models.windows import collate
@@ -174,6 +175,43 @@ def test_recent_text_mask_keeps_the_latest() -> None:
     assert recent_text_mask(mask, pos, 2).tolist() == [[False, True, False, True, False]]
     assert recent_text_mask(mask, pos, 1).tolist() == [[False, False, False, True, False]]
     assert recent_text_mask(mask, pos, 5).tolist() == mask.tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_eval_fuse_reads_cls_as_the_transformer_does(device: str, layers: int) -> None:
+    torch.manual_seed(layers)
+    model, d, tol = (
+        FusionModel(SPEC, dropout=0.0, layers=layers).to(device),
+        SPEC.d_model,
+        TOL[device],
+    )
+    b, tv, ta, tt = 5, 8, 8, 3
+    present = [torch.rand(b, t, device=device) > 0.3 for t in (tv, ta, tt)]
+    for m in present:
+        m[0] = False  # a window with nothing present: CLS alone
+    args = (
+        torch.randn(b, tv, d, device=device), present[0],
+        torch.randn(b, ta, d, device=device), present[1],
+        torch.randn(b, tt, d, device=device), present[2],
+        2 * torch.rand(b, tt, device=device),
+    )  # fmt: skip
+    with torch.no_grad():
+        want = model.train().fuse(*args)  # nn.TransformerEncoder over every token
+        got = model.eval().fuse(*args)  # models.readout.cls_readout
+        tokens = torch.randn(b, 1 + tv + ta + tt, d, device=device)
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=device), *present], dim=1)
+        fast = model.fusion(tokens, src_key_padding_mask=~mask)[:, 0]  # its eval fast path
+        assert (cls_readout(model.fusion, tokens, mask) - fast).abs().max() < tol
+    assert got.shape == (b, len(SPEC.labels)) and bool(torch.isfinite(got).all())
+    assert (got - want).abs().max() < tol
+
+
+def test_cls_readout_refuses_post_norm_layers() -> None:
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=False)
+    encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    with pytest.raises(ValueError, match="pre-norm"):
+        cls_readout(encoder, torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool))
 
 
 def test_forward_trains() -> None:
