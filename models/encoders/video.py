@@ -44,14 +44,20 @@ class VideoEncoder(nn.Module):
             raise ValueError(f"VideoEncoder expects [N, H, W, 3], got {tuple(frames.shape)}")
         if frames.dtype != torch.uint8:
             raise ValueError(f"VideoEncoder expects uint8 frames, got {frames.dtype}")
-        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # [N, 3, H, W] in [0, 1]
-        # Shape, not colour: the distance of each pixel's grey level from the frame's mean,
-        # scaled per frame, so a light digit on a dark background and a dark one on a
-        # light background look alike and the background's hue drops out.
-        grey = x.mean(dim=1, keepdim=True)  # [N, 1, H, W]
-        dev = (grey - grey.mean(dim=(2, 3), keepdim=True)).abs()
-        dev = dev / (dev.std(dim=(2, 3), keepdim=True) + 1e-3)
-        x = torch.cat([dev - 1.0, (x - _MEAN) / _STD], dim=1)  # [N, 4, H, W]
+        x = frames.float()  # [N, H, W, 3], 0 .. 255
+        # Shape, not colour: the distance of each pixel's grey level (0 .. 1) from the
+        # frame's mean, over its standard deviation, so a light digit on a dark background
+        # and a dark one on a light background look alike and the background's hue drops out.
+        # In place where nothing else reads, and the deviation in plain sums
+        # (Tensor.std's single-pass kernel was slower than all the rest together).
+        grey = (x[..., 0] + x[..., 1] + x[..., 2]).mul_(1 / (3 * 255))  # [N, H, W]
+        dev = grey.sub_(grey.mean(dim=(1, 2), keepdim=True)).abs_()
+        centred = dev - dev.mean(dim=(1, 2), keepdim=True)
+        pixels = x.shape[1] * x.shape[2]
+        std = centred.square_().sum(dim=(1, 2), keepdim=True).div_(pixels - 1).sqrt_()
+        shape = dev.div_(std.add_(1e-3)).sub_(1.0)  # [N, H, W]
+        rgb = x.mul_(1 / (255 * _STD)).sub_(_MEAN / _STD)  # (x / 255 - _MEAN) / _STD
+        x = torch.cat([shape.unsqueeze(1), rgb.permute(0, 3, 1, 2)], dim=1)  # [N, 4, H, W]
         x = self.convs(x)  # [N, C, H / 16, W / 16]
         pooled = x.mean(dim=(2, 3))  # [N, C]
         out: torch.Tensor = self.proj(pooled)  # [N, D]
