@@ -3,9 +3,10 @@
 Shapes: N items, S samples, F = n_fft // 2 + 1 frequency bins, M mel bands,
 T = 1 + S // hop frames (centred STFT).
 
-The STFT is a strided ``conv1d`` with a fixed windowed-DFT basis rather than
-``torch.stft``: it equals ``torch.stft`` to float32 rounding, and unlike it (complex
-output) it exports to ONNX and TorchScript as plain real-valued ops.
+Eager calls take the STFT with ``torch.stft`` (an FFT). While tracing (ONNX and
+TorchScript export) it is a strided ``conv1d`` with a fixed windowed-DFT basis instead:
+that equals ``torch.stft`` to float32 rounding and, unlike it (complex output), exports as
+plain real-valued ops, but it does the full DFT's work (about twice the FFT's time here).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class LogMel(nn.Module):
     """
 
     basis: torch.Tensor
+    window: torch.Tensor
     fbank: torch.Tensor
 
     def __init__(
@@ -68,6 +70,7 @@ class LogMel(nn.Module):
         self.hop = hop
         self.n_mels = n_mels
         self.register_buffer("basis", dft_basis(n_fft), persistent=False)  # [2F, 1, n_fft]
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)  # [n_fft]
         fbank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate)
         self.register_buffer("fbank", fbank, persistent=False)
 
@@ -75,13 +78,27 @@ class LogMel(nn.Module):
         """How many frames ``samples`` samples give."""
         return 1 + samples // self.hop
 
+    def power_fft(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[N, S]`` -> STFT power ``[N, F, T]`` by ``torch.stft``."""
+        spec = torch.stft(
+            wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+            return_complex=True,
+        )  # fmt: skip
+        return torch.view_as_real(spec).square().sum(dim=-1)  # [N, F, T]
+
+    def power_dft(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[N, S]`` -> STFT power ``[N, F, T]`` by the DFT basis, in real-valued ops."""
+        half = self.n_fft // 2
+        padded = F.pad(wave.unsqueeze(1), (half, half), mode="reflect")  # [N, 1, S + n_fft]
+        parts = F.conv1d(padded, self.basis, stride=self.hop)  # [N, 2F, T]: real, then imaginary
+        re, im = parts.chunk(2, dim=1)  # [N, F, T] each
+        return re.square() + im.square()
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 2:
             raise ValueError(f"LogMel expects [N, samples], got {tuple(wave.shape)}")
-        half = self.n_fft // 2
-        padded = F.pad(wave.float().unsqueeze(1), (half, half), mode="reflect")  # [N, 1, S + n_fft]
-        parts = F.conv1d(padded, self.basis, stride=self.hop)  # [N, 2F, T]: real, then imaginary
-        re, im = parts.chunk(2, dim=1)  # [N, F, T] each
-        power = re.square() + im.square()  # [N, F, T]
+        wave = wave.float()
+        tracing = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+        power = self.power_dft(wave) if tracing else self.power_fft(wave)
         mel = torch.matmul(self.fbank.t(), power)  # [M, F] @ [N, F, T] -> [N, M, T]
         return torch.log(mel + 1e-6)

@@ -314,6 +314,7 @@ def test_onnx_incremental_matches_incremental_fusion(model: FusionModel, onnx_di
 # -- the export-friendly rewrites in models/ equal what they replace ----------------------------
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace
 def test_log_mel_equals_torch_stft() -> None:
     lm = LogMel()
     window = torch.hann_window(lm.n_fft)
@@ -321,7 +322,11 @@ def test_log_mel_equals_torch_stft() -> None:
     wave *= torch.tensor([1.0, 0.1, 1e-3, 3.0, 0.5, 0.0]).unsqueeze(1)
     spec = torch.stft(wave, lm.n_fft, lm.hop, window=window, center=True, return_complex=True)
     want = torch.log(torch.matmul(lm.fbank.t(), spec.abs().square()) + 1e-6)
-    assert float((lm(wave) - want).abs().max()) < 1e-5
+    assert float((lm(wave) - want).abs().max()) < 1e-5  # eager: torch.stft
+    traced = torch.jit.trace(lm, (wave,))  # what export records: the DFT basis as a conv1d
+    kinds = {node.kind() for node in traced.graph.nodes()}
+    assert "aten::stft" not in kinds and "aten::_convolution" in kinds
+    assert float((traced(wave) - want).abs().max()) < 1e-5
 
 
 def test_text_gather_equals_packed_gru(model: FusionModel) -> None:
