@@ -207,6 +207,19 @@ def test_eval_fuse_reads_cls_as_the_transformer_does(device: str, layers: int) -
     assert (got - want).abs().max() < tol
 
 
+def test_cls_readout_applies_the_encoders_final_norm() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, norm_first=True)
+    norm = torch.nn.LayerNorm(16)
+    encoder = torch.nn.TransformerEncoder(layer, 2, norm=norm, enable_nested_tensor=False).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(norm.weight)  # not the identity, so leaving it out would show
+        tokens, present = torch.randn(3, 5, 16), torch.rand(3, 5) > 0.4
+        present[:, 0] = True
+        want = encoder(tokens, src_key_padding_mask=~present)[:, 0]
+        assert (cls_readout(encoder, tokens, present) - want).abs().max() < 1e-5
+
+
 def test_cls_readout_refuses_post_norm_layers() -> None:
     layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=False)
     encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
