@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -47,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])  # config errors before the heavy imports
     _setup_logging(args.log_level or cfg.log_level)
-    from streamer.pipeline.workers import THREADS_ENV, Supervisor, parse_worker, share
+    from streamer.pipeline.workers import Supervisor, parse_worker, share
 
     worker = None
     if args.worker is not None:  # one of --workers N, started by the supervisor
@@ -61,10 +60,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(_until_signalled(supervisor))
     from streamer.pipeline.node import Node
 
-    if os.environ.get(THREADS_ENV, "").isdigit():
-        import torch
-
-        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     node = Node(cfg, worker=worker)
     if not node.loaded.trained:
         logging.getLogger("streamer").warning(

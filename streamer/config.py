@@ -171,6 +171,9 @@ class ModelConfig(_Model):
     onnx_dir: Path | None = None
     # mixed precision for the torch runtime: auto = bf16 (or fp16) on CUDA, fp32 on the CPU
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # intra-op CPU threads of the model (torch, process-wide; or onnxruntime), per process:
+    # auto = 1, as the runner's batches are small (scale out with --workers)
+    threads: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
 
     @field_validator("device")
     @classmethod

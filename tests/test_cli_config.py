@@ -33,6 +33,8 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("bad device", "model: {device: tpu}\n" + GOOD_STREAM, "model.device"),
     ("fp16 on the cpu", "model: {device: cpu, precision: fp16}\n" + GOOD_STREAM, "model.precision"),
     ("bad precision", "model: {precision: int8}\n" + GOOD_STREAM, "model.precision"),
+    ("zero threads", "model: {threads: 0}\n" + GOOD_STREAM, "model.threads"),
+    ("threads not a number", "model: {threads: all}\n" + GOOD_STREAM, "model.threads"),
     ("missing file", "streams: [{id: s1, video: 'file:///no/such/clip.mp4'}]", "streams[0].video"),
     ("relative file", "streams: [{id: s1, video: 'file://clip.mp4'}]", "streams[0].video"),
     (

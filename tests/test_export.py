@@ -372,6 +372,9 @@ def test_model_runtime_onnx_exports_once_and_loads(
     loaded = load_model(cfg, WindowConfig())
     assert loaded.runtime == "onnx" and loaded.onnx_dir == target
     assert isinstance(loaded.make_fusion(), OnnxFusion)
+    threaded = load_model(ModelConfig(runtime="onnx", onnx_dir=target, threads=3), WindowConfig())
+    for graph in threaded.make_fusion()._graphs.values():  # model.threads reach onnxruntime
+        assert graph.get_session_options().intra_op_num_threads == 3
     stamp = (target / "fuse.onnx").stat().st_mtime_ns
     load_model(cfg, WindowConfig())  # already exported: reused
     assert (target / "fuse.onnx").stat().st_mtime_ns == stamp

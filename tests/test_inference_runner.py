@@ -176,3 +176,18 @@ def test_precision_resolves_per_device() -> None:
     loaded = load_model(ModelConfig(device="cpu", precision="bf16"), WindowConfig())
     fusion = loaded.make_fusion()
     assert isinstance(fusion, IncrementalFusion) and fusion.precision == "bf16"
+
+
+def test_model_threads_reach_the_runtime() -> None:
+    before = torch.get_num_threads()
+    try:
+        loaded = load_model(ModelConfig(device="cpu"), WindowConfig())
+        assert loaded.threads == 1  # auto
+        torch.set_num_threads(2)
+        loaded.make_fusion()
+        assert torch.get_num_threads() == 1
+        loaded = load_model(ModelConfig(device="cpu", threads=2), WindowConfig())
+        loaded.make_fusion()
+        assert loaded.threads == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -53,7 +53,9 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
     loaded = load_model(ModelConfig(device=device), WindowConfig())
     dev = loaded.device
     out: dict[str, Any] = {"device": str(dev), "machine": machine()}
-    _say(f"[1/5] incremental vs full recompute on {dev} ({loaded.precision}) …")
+    loaded.use_threads()  # model.threads, as a node runs it
+    threads = f"{loaded.threads} thread{'s' if loaded.threads > 1 else ''}"
+    _say(f"[1/5] incremental vs full recompute on {dev} ({loaded.precision}, {threads}) …")
     inc = incremental_speedup(
         loaded.model, dev, windows_per_stream=8 if quick else 40, repeats=1 if quick else 3,
         precision=loaded.precision,

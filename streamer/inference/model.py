@@ -36,13 +36,21 @@ class LoadedModel:
     runtime: str = "torch"  # "torch" or "onnx"
     onnx_dir: Path | None = None  # the ONNX export, when runtime is "onnx"
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16 (torch runtime)
+    threads: int = 1  # resolved model.threads: intra-op CPU threads
+
+    def use_threads(self) -> None:
+        """Give torch ``threads`` intra-op threads (process-wide; the torch runtime's only)."""
+        if self.runtime == "torch":
+            torch.set_num_threads(self.threads)
 
     def make_fusion(self) -> CachedFusion:
-        """A fresh incremental runtime (its own cache) for this model and runtime."""
+        """A fresh incremental runtime (its own cache) for this model and runtime, running on
+        ``threads`` intra-op threads (for torch: :meth:`use_threads`)."""
         if self.runtime == "onnx" and self.onnx_dir is not None:
             from models.onnx_runtime import OnnxFusion
 
-            return OnnxFusion(self.onnx_dir)
+            return OnnxFusion(self.onnx_dir, intra_op_threads=self.threads)
+        self.use_threads()
         return IncrementalFusion(self.model, device=self.device, precision=self.precision)
 
 
@@ -106,11 +114,16 @@ def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
     check_window(window, info.spec)
     model.eval()
     mid = ModelId(name=info.name, version=info.version, labels=tuple(info.spec.labels))
+    threads = 1 if cfg.threads == "auto" else cfg.threads
     if cfg.runtime == "onnx":
         onnx_dir = _onnx_export(cfg, model, info.name, info.version)
-        return LoadedModel(model, info.spec, device, mid, info.trained, "onnx", onnx_dir)
+        return LoadedModel(
+            model, info.spec, device, mid, info.trained, "onnx", onnx_dir, threads=threads
+        )
     precision = resolve_precision(cfg.precision, device)
-    return LoadedModel(model, info.spec, device, mid, info.trained, precision=precision)
+    return LoadedModel(
+        model, info.spec, device, mid, info.trained, precision=precision, threads=threads
+    )
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

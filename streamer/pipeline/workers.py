@@ -4,7 +4,7 @@ Each worker is ``streamer run CONFIG --worker I/N``: its own event loop, model a
 connections, the streams ``streams[I::N]``, publishing under the same node id. The
 supervisor (this process) owns the node's ``available`` topic (``online``, ``stopped``,
 and ``offline`` as its Last Will), starts the embedded broker when the config asks for
-one, gives each worker its share of the torch threads and its own spool directory, restarts
+one, gives each worker its own spool directory (each runs ``model.threads`` model threads), restarts
 a worker that dies (jittered backoff; not one that exits 2, a config error) and, on
 SIGINT/SIGTERM, stops them all and waits.
 """
@@ -27,8 +27,6 @@ from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
-
-THREADS_ENV = "STREAMER_TORCH_THREADS"
 
 
 def parse_worker(value: str) -> tuple[int, int]:
@@ -94,10 +92,8 @@ class Supervisor:
     async def _keep(self, index: int, url: str) -> int:
         """Run worker ``index`` until it ends cleanly or we stop; restart it if it dies."""
         backoff = Backoff(base=0.5, cap=10.0)
-        threads = max(1, (os.cpu_count() or 1) // self.count)
-        env = {**os.environ, THREADS_ENV: str(threads)}
         while True:
-            proc = await asyncio.create_subprocess_exec(*self._args(index, url), env=env)
+            proc = await asyncio.create_subprocess_exec(*self._args(index, url))
             log.info("worker %d/%d started (pid %d)", index, self.count, proc.pid)
             stop = asyncio.create_task(self._stop.wait())
             done = asyncio.create_task(proc.wait())
