@@ -3,6 +3,7 @@ the eval JSON; the shipped checkpoint's card; export of a trained checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,9 +11,15 @@ import pytest
 from conftest import require_tool
 
 from models.checkpoint import default_checkpoint_dir, load_checkpoint
+from models.spec import ModelSpec
 from models.training import COMBOS, combo_name
 from streamer.cli import main
+from streamer.config import WindowConfig
 from streamer.datasets.avdigits import generate
+from streamer.datasets.avdigits.clips import write_clip
+from streamer.datasets.avdigits.settings import DEFAULT
+from streamer.frames import NS
+from streamer.training.clipset import T0_NS, clip_windows, read_text_events
 
 COMBO_NAMES = {combo_name(c) for c in COMBOS}
 # A quick run (5 epochs) on this 40-clip set scored 0.375, 0.490 and 0.385 on its 96 test
@@ -46,6 +53,23 @@ def test_quick_train_then_eval(
     assert acc["video+audio+text"] > QUICK_BOUND
     printed = capsys.readouterr().out
     assert "video+audio+text" in printed and "confusion" in printed
+
+
+def test_a_clip_longer_than_the_aligner_buffer_keeps_every_window(tmp_path: Path) -> None:
+    # 12 segments = 36 s, past the aligner's 30 s buffer: windows must be taken as the
+    # watermarks pass them (the first 6.5 s of windows were silently lost before)
+    require_tool("espeak-ng")
+    mp4, jsonl = tmp_path / "long.mp4", tmp_path / "long.jsonl"
+    write_clip(mp4, jsonl, seed=1, split="test", first=0, segments=12, settings=DEFAULT)
+    seconds = 12 * DEFAULT.layout.segment_s
+    window = WindowConfig()
+    texts = read_text_events(jsonl, "long")
+    windows = asyncio.run(clip_windows(mp4, texts, ModelSpec(), window))
+    starts = [w.start_ns - T0_NS for w in windows]
+    assert starts[0] == window.hop_ns - window.length_ns  # the first covering the clip's start
+    assert starts == list(range(starts[0], starts[-1] + 1, window.hop_ns))  # none missing
+    assert starts[-1] + window.length_ns >= seconds * NS  # the last covering its end
+    assert sum(len(w.texts) for w in windows) >= len(texts)  # every event in some window
 
 
 def test_eval_rejects_a_folder_without_labels(

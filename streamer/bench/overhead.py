@@ -75,11 +75,13 @@ def _windows(items: list[Item], stream: str, cfg: Config, loaded: LoadedModel) -
         stream, length_ns=w.length_ns, hop_ns=w.hop_ns, max_delay_ns=w.max_delay_ns,
         fps=spec.fps, audio_rate=spec.audio_rate, modalities=("video", "audio"),
     )  # fmt: skip
-    for it in items:
-        aligner.push(it)
+    out: list[Window] = []
+    for it in items:  # windows are taken as the watermarks pass them, as the node does:
+        aligner.push(it)  # the aligner buffers at most max_buffer_s of a longer clip
+        out.extend(aligner.poll(0))
     aligner.end("video")
     aligner.end("audio")
-    return aligner.flush()
+    return out + aligner.flush()
 
 
 async def overhead_ratio(

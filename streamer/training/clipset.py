@@ -40,7 +40,7 @@ from streamer.testing import FakeClock
 log = logging.getLogger(__name__)
 
 T0_NS = 1_700_000_000 * NS  # where every clip starts on the fake clock (hop-aligned)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: windows of clips longer than the aligner buffer are no longer lost
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ async def clip_windows(
     )  # fmt: skip
     for ev in texts:
         aligner.push(ev)
+    aligner.end("text")  # every event is known: text never holds a window back
     out: list[Window] = []
     await src.open()
     try:
@@ -143,10 +144,13 @@ async def clip_windows(
                 aligner.push(await src.recv())
             except SourceEnded:
                 break
+            # take windows as the media's watermarks pass them: the aligner buffers at
+            # most max_buffer_s, and gives up the oldest windows of a longer clip
+            out.extend(aligner.poll(T0_NS))
     finally:
         await src.close()
-    for m in ("video", "audio", "text"):
-        aligner.end(m)
+    aligner.end("video")
+    aligner.end("audio")
     out.extend(aligner.flush())
     return out
 
