@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from models.cudagraphs import GraphedFuse
 from models.fusion import FusionModel
 from models.spec import ModelSpec
 from models.tokenizer import batch_encode
@@ -280,7 +281,8 @@ class IncrementalFusion(CachedFusion):
     Moves ``model`` to ``device`` and puts it in eval mode. ``precision`` "bf16" or "fp16"
     runs the encoders and the fusion step under ``torch.autocast`` (mixed precision: the
     weights stay float32; embeddings are cached and probabilities returned as float32).
-    On CUDA, inputs are copied from pinned memory without blocking the host.
+    On CUDA, inputs are copied from pinned memory without blocking the host, and
+    ``cuda_graphs`` replays the fusion step from CUDA graphs (:mod:`models.cudagraphs`).
     """
 
     def __init__(
@@ -292,6 +294,7 @@ class IncrementalFusion(CachedFusion):
         max_idle_windows: int = 2,
         max_sessions: int = 1024,
         precision: str = "fp32",
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__(
             model.spec,
@@ -302,8 +305,11 @@ class IncrementalFusion(CachedFusion):
         )
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, not {self.device}")
         self.precision = precision
         self.model = model.to(self.device).eval()
+        self.graphed = GraphedFuse(self.model, amp=PRECISIONS[precision]) if cuda_graphs else None
 
     def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
         if self.model.training:
@@ -346,8 +352,9 @@ class IncrementalFusion(CachedFusion):
         text_mask: torch.Tensor,
         text_pos_s: torch.Tensor,
     ) -> torch.Tensor:
+        inputs = (video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s)
+        if self.graphed is not None:
+            return self.graphed(*inputs).cpu()  # a copy: the graph's buffer is reused
         with self._amp():
-            logits = self.model.fuse(
-                video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
-            )  # [B, C]
+            logits = self.model.fuse(*inputs)  # [B, C]
         return torch.softmax(logits.float(), dim=-1).cpu()

@@ -174,6 +174,8 @@ class ModelConfig(_Model):
     # intra-op CPU threads of the model (torch, process-wide; or onnxruntime), per process:
     # auto = 1, as the runner's batches are small (scale out with --workers)
     threads: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    # replay the fusion step from CUDA graphs (torch runtime on a CUDA device)
+    cuda_graphs: bool = False
 
     @field_validator("device")
     @classmethod
@@ -212,6 +214,15 @@ class ModelConfig(_Model):
             raise ValueError("fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
         if v in ("bf16", "fp16") and info.data.get("runtime") == "onnx":
             raise ValueError(f"{v} is for runtime torch; the onnx runtime runs fp32")
+        return v
+
+    @field_validator("cuda_graphs")
+    @classmethod
+    def _cuda_graphs(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("device") == "cpu":
+            raise ValueError("CUDA graphs need a CUDA device, not cpu")
+        if v and info.data.get("runtime") == "onnx":
+            raise ValueError("CUDA graphs are for runtime torch on a CUDA device")
         return v
 
 

@@ -35,6 +35,17 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
     ("bad precision", "model: {precision: int8}\n" + GOOD_STREAM, "model.precision"),
     ("zero threads", "model: {threads: 0}\n" + GOOD_STREAM, "model.threads"),
     ("threads not a number", "model: {threads: all}\n" + GOOD_STREAM, "model.threads"),
+    (
+        "cuda graphs on the cpu",
+        "model: {device: cpu, cuda_graphs: true}\n" + GOOD_STREAM,
+        "model.cuda_graphs",
+    ),
+    (
+        "cuda graphs in onnx",
+        "model: {runtime: onnx, cuda_graphs: true}\n" + GOOD_STREAM,
+        "model.cuda_graphs",
+    ),
+    ("cuda graphs not a bool", "model: {cuda_graphs: maybe}\n" + GOOD_STREAM, "model.cuda_graphs"),
     ("missing file", "streams: [{id: s1, video: 'file:///no/such/clip.mp4'}]", "streams[0].video"),
     ("relative file", "streams: [{id: s1, video: 'file://clip.mp4'}]", "streams[0].video"),
     (

@@ -191,3 +191,18 @@ def test_model_threads_reach_the_runtime() -> None:
         assert loaded.threads == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_cuda_graphs_reach_the_runtime_on_cuda_and_are_off_without(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loaded = load_model(ModelConfig(cuda_graphs=True), WindowConfig())  # device auto
+    fusion = loaded.make_fusion()
+    assert isinstance(fusion, IncrementalFusion)
+    if loaded.device.type == "cuda":
+        assert loaded.cuda_graphs and fusion.graphed is not None
+    else:  # asked for, but no CUDA device here: the eager step, and a warning that says so
+        assert not loaded.cuda_graphs and fusion.graphed is None
+        assert "model.cuda_graphs: no CUDA device" in caplog.text
+    plain = load_model(ModelConfig(), WindowConfig()).make_fusion()  # off by default
+    assert isinstance(plain, IncrementalFusion) and plain.graphed is None

@@ -37,6 +37,7 @@ class LoadedModel:
     onnx_dir: Path | None = None  # the ONNX export, when runtime is "onnx"
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16 (torch runtime)
     threads: int = 1  # resolved model.threads: intra-op CPU threads
+    cuda_graphs: bool = False  # model.cuda_graphs, on a CUDA device
 
     def use_threads(self) -> None:
         """Give torch ``threads`` intra-op threads (process-wide; the torch runtime's only)."""
@@ -51,7 +52,9 @@ class LoadedModel:
 
             return OnnxFusion(self.onnx_dir, intra_op_threads=self.threads)
         self.use_threads()
-        return IncrementalFusion(self.model, device=self.device, precision=self.precision)
+        return IncrementalFusion(
+            self.model, device=self.device, precision=self.precision, cuda_graphs=self.cuda_graphs
+        )
 
 
 def _multiple(value: float, step: float) -> bool:
@@ -121,9 +124,14 @@ def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
             model, info.spec, device, mid, info.trained, "onnx", onnx_dir, threads=threads
         )
     precision = resolve_precision(cfg.precision, device)
+    graphs = cfg.cuda_graphs and device.type == "cuda"
+    if cfg.cuda_graphs and not graphs:
+        log.warning("model.cuda_graphs: no CUDA device (device %s); the fusion step runs eagerly",
+                    device)  # fmt: skip
     return LoadedModel(
-        model, info.spec, device, mid, info.trained, precision=precision, threads=threads
-    )
+        model, info.spec, device, mid, info.trained, precision=precision, threads=threads,
+        cuda_graphs=graphs,
+    )  # fmt: skip
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
