@@ -99,7 +99,6 @@ class GraphedFuse:
         self.max_graphs = max_graphs
         self.captures = 0
         self.replays = 0
-        self._pool = torch.cuda.graph_pool_handle()
         self._graphs: OrderedDict[tuple[int, int, int, int], _Graph] = OrderedDict()
 
     @property
@@ -123,7 +122,7 @@ class GraphedFuse:
                 self._run(inputs)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph):  # its own memory pool: freed with the graph
             probs = self._run(inputs)
         self.captures += 1
         return _Graph(graph, inputs, probs)

@@ -26,6 +26,7 @@ four hooks (``_encode_video``, ``_encode_audio``, ``_encode_text``, ``_fuse``).
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -51,6 +52,7 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 }
 
 MODALITIES = ("video", "audio", "text")
+log = logging.getLogger(__name__)
 _Key = tuple[str, Hashable]  # (modality, key)
 
 
@@ -354,7 +356,11 @@ class IncrementalFusion(CachedFusion):
     ) -> torch.Tensor:
         inputs = (video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s)
         if self.graphed is not None:
-            return self.graphed(*inputs).cpu()  # a copy: the graph's buffer is reused
+            try:
+                return self.graphed(*inputs).cpu()  # a copy: the graph's buffer is reused
+            except RuntimeError as e:  # a capture or replay the device refused
+                log.warning("CUDA graphs failed, the fusion step runs eagerly from now on: %s", e)
+                self.graphed = None
         with self._amp():
             logits = self.model.fuse(*inputs)  # [B, C]
         return torch.softmax(logits.float(), dim=-1).cpu()

@@ -60,6 +60,31 @@ def test_cuda_graphs_need_a_cuda_device() -> None:
         GraphedFuse(make_model())
 
 
+class _RefusedGraphs:
+    calls = 0
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+
+def test_a_failing_graph_falls_back_to_the_eager_step_for_good(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # what a device that refuses a capture or replay looks like to IncrementalFusion:
+    # the batch is still answered, eagerly, and no later batch tries the graphs again
+    model, rng = make_model(), np.random.default_rng(2)
+    streams = [Stream(name, rng) for name in "ab"]
+    eager = IncrementalFusion(model)
+    inc = IncrementalFusion(model)
+    refused = inc.graphed = _RefusedGraphs()  # type: ignore[assignment]
+    for w in range(3):
+        windows = [s.window(w) for s in streams]
+        assert torch.equal(inc(windows), eager(windows))
+    assert refused.calls == 1 and inc.graphed is None
+    assert "CUDA graphs failed, the fusion step runs eagerly" in caplog.text
+
+
 # -- on a CUDA device ------------------------------------------------------------------------
 
 PRECISIONS = [
