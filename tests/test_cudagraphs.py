@@ -9,26 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_models import DEVICES, SPEC, TOL, Stream, _gpu, make_model, missing_modalities
+from test_models import (
+    DEVICES,
+    SPEC,
+    TOL,
+    Stream,
+    _gpu,
+    fuse_inputs,
+    make_model,
+    missing_modalities,
+)
 
 from models.cudagraphs import GraphedFuse, bucket, pad_static
 from models.incremental import IncrementalFusion
-
-
-def fuse_inputs(b: int, tt: int, device: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """``fuse``'s seven inputs for ``b`` windows (the first with nothing present)."""
-    g = torch.Generator().manual_seed(seed)
-    d, tv, ta = SPEC.d_model, 8, 8
-    present = [torch.rand(b, t, generator=g) > 0.3 for t in (tv, ta, tt)]
-    for m in present:
-        m[0] = False
-    args = (
-        torch.randn(b, tv, d, generator=g), present[0],
-        torch.randn(b, ta, d, generator=g), present[1],
-        torch.randn(b, tt, d, generator=g), present[2],
-        2 * torch.rand(b, tt, generator=g),
-    )  # fmt: skip
-    return tuple(a.to(device) for a in args)
 
 
 def test_batches_are_padded_to_powers_of_two() -> None:

@@ -177,6 +177,23 @@ def test_recent_text_mask_keeps_the_latest() -> None:
     assert recent_text_mask(mask, pos, 5).tolist() == mask.tolist()
 
 
+def fuse_inputs(b: int, tt: int, device: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """``FusionModel.fuse``'s seven inputs for ``b`` windows of 8 video and 8 audio slots
+    and ``tt`` text slots, about 70 % present; the first window has nothing present."""
+    g = torch.Generator().manual_seed(seed)
+    d, tv, ta = SPEC.d_model, 8, 8
+    present = [torch.rand(b, t, generator=g) > 0.3 for t in (tv, ta, tt)]
+    for m in present:
+        m[0] = False  # a window with nothing present: CLS alone
+    args = (
+        torch.randn(b, tv, d, generator=g), present[0],
+        torch.randn(b, ta, d, generator=g), present[1],
+        torch.randn(b, tt, d, generator=g), present[2],
+        2 * torch.rand(b, tt, generator=g),
+    )  # fmt: skip
+    return tuple(a.to(device) for a in args)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_eval_fuse_reads_cls_as_the_transformer_does(device: str, layers: int) -> None:
@@ -187,15 +204,8 @@ def test_eval_fuse_reads_cls_as_the_transformer_does(device: str, layers: int) -
         TOL[device],
     )
     b, tv, ta, tt = 5, 8, 8, 3
-    present = [torch.rand(b, t, device=device) > 0.3 for t in (tv, ta, tt)]
-    for m in present:
-        m[0] = False  # a window with nothing present: CLS alone
-    args = (
-        torch.randn(b, tv, d, device=device), present[0],
-        torch.randn(b, ta, d, device=device), present[1],
-        torch.randn(b, tt, d, device=device), present[2],
-        2 * torch.rand(b, tt, device=device),
-    )  # fmt: skip
+    args = fuse_inputs(b, tt, device, seed=layers)
+    present = [args[1], args[3], args[5]]
     with torch.no_grad():
         want = model.train().fuse(*args)  # nn.TransformerEncoder over every token
         got = model.eval().fuse(*args)  # models.readout.cls_readout
