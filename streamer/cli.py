@@ -133,6 +133,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from streamer.contract import prediction_schema_text
+
+    sys.stdout.write(prediction_schema_text())
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamer.bench.command import bench_command
 
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=None, help="exit after this many predictions")
     s.add_argument("--timeout", type=_positive_float, default=None, help="exit after seconds")
     s.set_defaults(func=cmd_subscribe)
+
+    sc = sub.add_parser("schema", help="print the prediction JSON schema (for subscribers)")
+    sc.set_defaults(func=cmd_schema)
 
     b = sub.add_parser("bench", help="the performance suite, measured on this machine")
     b.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
