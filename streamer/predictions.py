@@ -28,13 +28,16 @@ class ModelId:
 
 
 class PredictionBuilder:
-    """Numbers windows 0, 1, 2, ... per stream (no gaps) and builds the payload."""
+    """Numbers windows 0, 1, 2, ... per stream and builds the payload; a window lost
+    after the aligner emitted it takes a number too (:meth:`skip`), so a subscriber sees
+    every such loss as a gap in ``seq``."""
 
     def __init__(self, node: str, run: str, model: ModelId) -> None:
         self.node = node
         self.run = run
         self.model = model
         self._seq: dict[str, int] = {}
+        self._skipped: dict[str, int] = {}
         self._label: dict[str, str] = {}
 
     def build(
@@ -45,12 +48,13 @@ class PredictionBuilder:
         inference_ms: float,
         now_ns: int,
     ) -> dict[str, Any]:
+        seq = self._take(window.stream)
         p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
         top = int(np.argmax(p))
-        seq = self._seq.get(window.stream, 0)
-        self._seq[window.stream] = seq + 1
         labels = self.model.labels
-        return {
+        # a window cut short is measured from its cut: it could not be published sooner
+        ref_ns = window.end_ns if window.cut_ns is None else min(window.end_ns, window.cut_ns)
+        payload: dict[str, Any] = {
             "schema": SCHEMA,
             "node": self.node,
             "stream": window.stream,
@@ -70,14 +74,30 @@ class PredictionBuilder:
             },
             "latency_ms": {
                 "inference": round(inference_ms, 3),
-                "end_to_publish": round((now_ns - window.end_ns) / 1e6, 3),
+                "end_to_publish": round((now_ns - ref_ns) / 1e6, 3),
             },
             "model": {"name": self.model.name, "version": self.model.version},
         }
+        if window.partial:
+            payload["partial"] = True
+        return payload
+
+    def skip(self, stream: str) -> None:
+        """A window of ``stream`` was lost: its seq is not used."""
+        self._take(stream)
+        self._skipped[stream] = self._skipped.get(stream, 0) + 1
+
+    def _take(self, stream: str) -> int:
+        seq = self._seq.get(stream, 0)
+        self._seq[stream] = seq + 1
+        return seq
 
     def counts(self) -> dict[str, int]:
-        """Predictions built per stream (their seq ran 0..n-1)."""
+        """Sequence numbers taken per stream (their seq ran 0..n-1), lost ones included."""
         return dict(self._seq)
+
+    def skipped(self, stream: str) -> int:
+        return self._skipped.get(stream, 0)
 
     def label_changed(self, stream: str, label: str) -> bool:
         """True the first time and whenever the stream's top label differs from the last."""

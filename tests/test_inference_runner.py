@@ -4,6 +4,7 @@ prediction builder numbers them without gaps; the bounded queue drops its oldest
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -104,20 +105,114 @@ async def test_max_batch_splits_and_order_is_kept(model: FusionModel) -> None:
 
 
 async def test_full_queue_drops_oldest_and_reports_it(model: FusionModel) -> None:
-    dropped: list[Window] = []
+    dropped: list[tuple[Window, str]] = []
 
     async def on_result(r: Result) -> None:
         pass
 
     runner = InferenceRunner(
         IncrementalFusion(model), SPEC, ModelConfig(), on_result,
-        device=torch.device("cpu"), queue_size=2, on_drop=dropped.append,
+        device=torch.device("cpu"), queue_size=2, on_drop=lambda w, p: dropped.append((w, p)),
     )  # fmt: skip
     # not started: nothing consumes, so the third window pushes out the first
     w = [make_window("a", T0 + i * NS // 2) for i in range(3)]
     for x in w:
         runner.submit_nowait(x)
-    assert dropped == [w[0]] and runner.queue.dropped == 1 and len(runner.queue) == 2
+    assert dropped == [(w[0], "inference_queue")]
+    assert runner.queue.dropped == 1 and len(runner.queue) == 2
+
+
+class PoisonFusion(RecordingFusion):
+    """Fails every call that holds a window of stream ``poison``, as a tokenizer that
+    cannot take an item would."""
+
+    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+        if any(w.session == "poison" for w in windows):
+            self.calls.append([str(w.session) for w in windows])
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return super().__call__(windows)
+
+
+async def test_a_failing_window_costs_only_itself(model: FusionModel) -> None:
+    fusion = PoisonFusion(model)
+    results: list[str] = []
+    lost: list[tuple[str, str]] = []
+
+    async def on_result(r: Result) -> None:
+        results.append(r.window.stream)
+
+    cfg = ModelConfig(max_batch=8, max_wait_ms=200)
+    async with InferenceRunner(
+        fusion, SPEC, cfg, on_result, device=torch.device("cpu"),
+        on_drop=lambda w, place: lost.append((w.stream, place)),
+    ) as r:  # fmt: skip
+        for s in ("a", "poison", "b"):
+            r.submit_nowait(make_window(s, T0))
+        await r.drain()
+    assert fusion.calls[0] == ["a", "poison", "b"]  # the batch failed, then one by one
+    assert sorted(results) == ["a", "b"]
+    assert lost == [("poison", "inference_error")] and r.lost["inference_error"] == 1
+
+
+async def test_a_raising_result_callback_loses_that_result_alone(model: FusionModel) -> None:
+    delivered: list[str] = []
+    lost: list[tuple[str, str]] = []
+
+    async def on_result(r: Result) -> None:
+        if r.window.stream == "bad":
+            raise ValueError("a bug in the sink")
+        delivered.append(r.window.stream)
+
+    cfg = ModelConfig(max_batch=4, max_wait_ms=0)
+    async with InferenceRunner(
+        IncrementalFusion(model), SPEC, cfg, on_result, device=torch.device("cpu"),
+        on_drop=lambda w, place: lost.append((w.stream, place)),
+    ) as r:  # fmt: skip
+        for i, s in enumerate(["a", "bad", "b", "bad", "c"]):
+            await r.submit(make_window(s, T0 + i * NS // 2))
+        async with asyncio.timeout(30):  # the batcher lives on: drain() returns
+            await r.drain()
+        await r.submit(make_window("d", T0 + 3 * NS))
+        async with asyncio.timeout(30):
+            await r.drain()
+    assert delivered == ["a", "b", "c", "d"]
+    assert lost == [("bad", "result_error")] * 2
+
+
+async def test_the_runner_exit_does_not_swallow_the_callers_cancellation(
+    model: FusionModel,
+) -> None:
+    """The owner is cancelled while the runner's exit waits for the batcher to wind down
+    (a result callback still cleaning up): the cancellation must reach the owner."""
+    entered, winding_down, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def on_result(r: Result) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            winding_down.set()
+            await release.wait()
+            raise
+
+    async def owner() -> None:
+        cfg = ModelConfig(max_batch=1, max_wait_ms=0)
+        async with InferenceRunner(
+            IncrementalFusion(model), SPEC, cfg, on_result, device=torch.device("cpu")
+        ) as r:
+            r.submit_nowait(make_window("a", T0))
+            await entered.wait()
+        # leaving the block: __aexit__ cancels the batcher and waits for it
+
+    task = asyncio.create_task(owner())
+    async with asyncio.timeout(30):
+        await winding_down.wait()
+    task.cancel()  # the owner is cancelled inside the runner's __aexit__
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(30):
+            await task
+    assert task.cancelled()
 
 
 def test_window_inputs_keys_are_absolute_times() -> None:
@@ -151,6 +246,33 @@ def test_predictions_number_without_gaps_and_validate(
     assert out[0]["label"] == "7" and out[0]["latency_ms"]["end_to_publish"] == 5.0
     assert b.label_changed("a", "7") and not b.label_changed("a", "7")
     assert b.label_changed("a", "3") and b.label_changed("b", "7")
+
+
+def test_a_lost_window_is_a_gap_in_seq() -> None:
+    b = PredictionBuilder("n1", "r" * 32, ModelId("m", "sha256:x", SPEC.labels))
+    probs = np.full(10, 0.1, np.float32)
+    seqs = []
+    for i in range(4):
+        w = make_window("a", T0 + i * NS // 2)
+        if i == 1:
+            b.skip("a")
+            continue
+        seqs.append(b.build(w, probs, inference_ms=1.0, now_ns=w.end_ns)["seq"])
+    assert seqs == [0, 2, 3] and b.skipped("a") == 1 and b.counts() == {"a": 4}
+
+
+def test_a_cut_window_is_partial_and_measured_from_its_cut(
+    prediction_schema: dict[str, Any],
+) -> None:
+    b = PredictionBuilder("n1", "r" * 32, ModelId("m", "sha256:x", SPEC.labels))
+    probs = np.full(10, 0.1, np.float32)
+    whole = make_window("a", T0)
+    cut = dataclasses.replace(whole, cut_ns=T0 + NS)  # stopped 1 s into the window
+    p = b.build(cut, probs, inference_ms=1.0, now_ns=T0 + NS + 20_000_000)
+    jsonschema.validate(p, prediction_schema)
+    assert p["partial"] is True and p["latency_ms"]["end_to_publish"] == 20.0
+    q = b.build(whole, probs, inference_ms=1.0, now_ns=T0 + 2 * NS + 7_000_000)
+    assert "partial" not in q and q["latency_ms"]["end_to_publish"] == 7.0
 
 
 async def test_drop_queue() -> None:

@@ -107,3 +107,16 @@ def test_empty(payload: bytes) -> None:
 
 def test_only_a_leading_brace_marks_json() -> None:
     assert parse(b"[1, 2]").text == "[1, 2]"  # only "{" marks JSON
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"text": "\\ud800 seven"}', b'{"text": "seven \\udfff"}', b'{"text": "\\udc80\\ud800"}'],
+)
+def test_an_escaped_lone_surrogate_is_rejected_at_the_edge(payload: bytes) -> None:
+    """Valid JSON whose text no UTF-8 can carry: rejected here, not by the tokenizer."""
+    assert kind(payload) == "not_utf8"
+
+
+def test_an_escaped_surrogate_pair_is_a_real_character() -> None:
+    assert parse(b'{"text": "\\ud83d\\ude00 seven"}').text == "\U0001f600 seven"

@@ -6,6 +6,13 @@ to a single-thread executor, the only thread that touches the model. There each 
 frame, audio segment and text event is encoded once and cached by timestamp
 (:class:`models.incremental.CachedFusion`, in torch or onnxruntime); each window is
 fused from the cache.
+
+One bad item never costs other windows: when a batch fails, its windows are inferred again
+one by one and only the one that still fails is dropped; a result callback that raises
+loses that result alone. Every loss goes to ``on_drop(window, place)``, with ``place``
+one of :data:`DROP_PLACES`, and is logged once per place and interval. The batcher runs
+in the runner's own task group: if it ever dies, the error reaches the owner instead of
+leaving ``drain()`` waiting for ever.
 """
 
 from __future__ import annotations
@@ -27,8 +34,13 @@ from models.spec import ModelSpec
 from streamer.config import ModelConfig
 from streamer.frames import NS, Window
 from streamer.queues import DropQueue
+from streamer.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+# where a window the aligner emitted can be lost on its way to a prediction
+DROP_PLACES = ("inference_queue", "inference_error", "result_error")
+OnDrop = Callable[[Window, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +83,7 @@ class InferenceRunner:
         *,
         device: torch.device,
         queue_size: int = 256,
-        on_drop: Callable[[Window], None] | None = None,
+        on_drop: OnDrop | None = None,
     ) -> None:
         self._fusion = fusion
         self._spec = spec
@@ -80,15 +92,20 @@ class InferenceRunner:
         self._on_drop = on_drop
         self.queue: DropQueue[Window] = DropQueue(queue_size)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device.type}")
+        self._tg: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._errors = RateLimitedLog(log)
         self.batches = 0
         self.windows = 0
+        self.lost: dict[str, int] = dict.fromkeys(DROP_PLACES, 0)
 
     async def __aenter__(self) -> InferenceRunner:
-        self._task = asyncio.create_task(self._loop(), name="inference-batcher")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._task = self._tg.create_task(self._loop(), name="inference-batcher")
         return self
 
     async def __aexit__(
@@ -97,20 +114,20 @@ class InferenceRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        assert self._tg is not None
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        try:  # the task group waits for the batcher and re-raises a caller's cancellation
+            await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def submit_nowait(self, window: Window) -> None:
         """Queue a window from a live stream; a full queue drops its oldest (``on_drop``)."""
         self._idle.clear()
         dropped = self.queue.put_nowait(window)
-        if dropped is not None and self._on_drop is not None:
-            self._on_drop(dropped)
+        if dropped is not None:
+            self._lose(dropped, "inference_queue")
 
     async def submit(self, window: Window) -> None:
         """Queue a window from an unpaced stream: waits for room (backpressure)."""
@@ -119,12 +136,24 @@ class InferenceRunner:
 
     async def drain(self) -> None:
         """Wait until every queued window has been inferred and its result delivered."""
+        assert self._task is not None, "drain() outside the runner's context"
         while len(self.queue) or self._busy:
             self._idle.clear()
-            await self._idle.wait()
+            idle = asyncio.ensure_future(self._idle.wait())
+            try:
+                await asyncio.wait([idle, self._task], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+            if self._task.done():
+                raise RuntimeError("the inference batcher has stopped; windows are left")
 
     def forget(self, stream: str) -> None:
         self._executor.submit(self._fusion.drop_session, stream)
+
+    def _lose(self, window: Window, place: str) -> None:
+        self.lost[place] += 1
+        if self._on_drop is not None:
+            self._on_drop(window, place)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,19 +174,71 @@ class InferenceRunner:
                     batch.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
-            try:
-                probs, ms = await loop.run_in_executor(self._executor, self._infer, batch)
-            except Exception:
-                log.exception("inference failed for a batch of %d windows; dropped", len(batch))
-                probs, ms = None, 0.0
-            if probs is not None:
-                for w, p in zip(batch, probs, strict=True):
+            results = await self._run_batch(loop, batch)
+            for w, p, ms in results:
+                if p is None:
+                    self._lose(w, "inference_error")
+                    continue
+                try:
                     await self._on_result(Result(w, p, ms))
+                except Exception:
+                    self._errors.log(
+                        logging.ERROR, "result", "stream %s: handling the result of window "
+                        "%.2f failed; that prediction is lost", w.stream, w.start_ns / NS,
+                        exc_info=True,
+                    )  # fmt: skip
+                    self._lose(w, "result_error")
             self.batches += 1
             self.windows += len(batch)
             self._busy = 0
             if not len(self.queue):
                 self._idle.set()
+
+    async def _run_batch(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Window]
+    ) -> list[tuple[Window, npt.NDArray[np.float32] | None, float]]:
+        """The batch's probabilities; when the batch fails, each window alone, so that
+        only a window that fails by itself is lost (probabilities None)."""
+        try:
+            probs, ms = await loop.run_in_executor(self._executor, self._infer, batch)
+            return [(w, p, ms) for w, p in zip(batch, probs, strict=True)]
+        except Exception as e:
+            if len(batch) > 1:
+                self._errors.log(
+                    logging.WARNING, "batch", "inference failed for a batch of %d windows "
+                    "(%s: %s); trying them one by one", len(batch), type(e).__name__, e,
+                )  # fmt: skip
+            else:
+                self._log_failed(batch[0], e)
+                return [(batch[0], None, 0.0)]
+        each = await loop.run_in_executor(self._executor, self._infer_each, batch)
+        out: list[tuple[Window, npt.NDArray[np.float32] | None, float]] = []
+        for w, r in zip(batch, each, strict=True):
+            if isinstance(r, BaseException):
+                self._log_failed(w, r)
+                out.append((w, None, 0.0))
+            else:
+                out.append((w, r[0], r[1]))
+        return out
+
+    def _infer_each(
+        self, batch: Sequence[Window]
+    ) -> list[tuple[npt.NDArray[np.float32], float] | Exception]:
+        out: list[tuple[npt.NDArray[np.float32], float] | Exception] = []
+        for w in batch:
+            try:
+                probs, ms = self._infer([w])
+                out.append((probs[0], ms))
+            except Exception as e:
+                out.append(e)
+        return out
+
+    def _log_failed(self, w: Window, e: BaseException) -> None:
+        self._errors.log(
+            logging.ERROR, "window", "stream %s: inference failed for window %.2f (%s: %s); "
+            "it is dropped (counted in dropped_by.inference_error, a gap in seq)",
+            w.stream, w.start_ns / NS, type(e).__name__, e,
+        )  # fmt: skip
 
     def _infer(self, batch: Sequence[Window]) -> tuple[npt.NDArray[np.float32], float]:
         t0 = time.perf_counter()

@@ -124,8 +124,10 @@ class Node:
                 if self.metrics is not None:
                     self.metrics.observe(r.window.stream, r.inference_ms, e2p)
 
-            def on_drop(w: Window) -> None:
-                self.stats[w.stream].dropped["inference_queue"] += 1
+            def on_drop(w: Window, place: str) -> None:
+                self.stats[w.stream].dropped[place] += 1
+                if place != "result_error":  # a failed result had taken its seq already
+                    builder.skip(w.stream)  # the loss shows as a gap in seq
 
             runner_cm = InferenceRunner(
                 fusion, spec, cfg.model, on_result, device=self.loaded.device, on_drop=on_drop
@@ -189,8 +191,12 @@ class Node:
                 self.undelivered = publisher.pending_predictions()
                 log.debug("shutdown: outbox drained, %d left", left)
                 for sid, n in sorted(builder.counts().items()):
-                    log.info("stream %s: %d predictions, seq 0-%d, run %s", sid, n, n - 1,
-                             self.run_id)  # fmt: skip
+                    lost = builder.skipped(sid)
+                    log.info("stream %s: %d predictions, seq 0-%d, run %s", sid, n - lost,
+                             n - 1, self.run_id)  # fmt: skip
+                    if lost:
+                        log.warning("stream %s: %d windows lost after alignment (gaps in seq; "
+                                    "stats dropped_by says where)", sid, lost)  # fmt: skip
             log.debug("shutdown: publisher closed")
             self._report_undelivered(publisher)
         return 0

@@ -5,7 +5,8 @@ A payload is either plain UTF-8 text (stamped with the arrival time) or a JSON o
 else raises :class:`RejectedInput` with one of these kinds:
 
     oversized        more than ``max_bytes`` bytes
-    not_utf8         not valid UTF-8
+    not_utf8         not valid UTF-8, or JSON whose text has an escaped lone surrogate
+                     ("\\ud800"), which no UTF-8 can carry
     malformed_json   starts with "{" but is not a valid JSON object
     bad_field        "text" missing or not a string; "ts" not a finite number, negative,
                      or more than MAX_FUTURE_S seconds ahead of the node clock
@@ -42,6 +43,7 @@ def parse_text_event(
     else:
         text, pts_ns = raw, now_ns
     text = text.strip()
+    _check_encodable(text)
     if not text:
         raise RejectedInput("empty", "no text")
     return TextEvent(stream=stream, pts_ns=pts_ns, text=text)
@@ -73,6 +75,17 @@ def _parse_json(raw: str, now_ns: int) -> tuple[str, int]:
         return text, ts * NS
     whole = math.floor(ts)  # split so that ts * 1e9 is not rounded to a multiple of 256
     return text, whole * NS + round((ts - whole) * NS)
+
+
+def _check_encodable(text: str) -> None:
+    """Decoded UTF-8 always encodes again; JSON's ``\\uXXXX`` escapes can name a lone
+    surrogate, which the byte-level tokenizer (and every UTF-8 consumer) cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RejectedInput(
+            "not_utf8", f"text has a lone surrogate U+{ord(text[e.start]):04X} at {e.start}"
+        ) from None
 
 
 def _short(e: BaseException) -> str:
