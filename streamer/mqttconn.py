@@ -33,8 +33,13 @@ def make_client(
     will: aiomqtt.Will | None = None,
     clean_session: bool = True,
     max_incoming: int = 0,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> aiomqtt.Client:
     """An unconnected aiomqtt client for ``cfg``: credentials, TLS, keepalive, Will.
+
+    ``max_incoming`` > 0 bounds the unread incoming messages; ``queue_type`` is the class
+    of that queue (one whose ``put_nowait`` never raises counts its own discards, and
+    aiomqtt then logs none).
 
     ``cfg.url`` must name a broker (``embedded`` is resolved by the caller, who starts
     :class:`streamer.sinks.broker.EmbeddedBroker` and passes its URL).
@@ -55,8 +60,9 @@ def make_client(
         timeout=ACK_TIMEOUT,
         # small packets in a window must not wait for TCP acks (Nagle + delayed ACK)
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        # > 0: a flood beyond this many unread messages is discarded (aiomqtt logs it)
+        # > 0: a flood beyond this many unread messages is discarded
         max_queued_incoming_messages=max_incoming or None,
+        queue_type=queue_type,
     )
     client.pending_calls_threshold = PENDING_CALLS  # the publisher keeps its window below it
     return client
@@ -87,6 +93,7 @@ async def reconnect_forever(
     what: str = "mqtt",
     backoff: Backoff | None = None,
     max_incoming: int = 0,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> NoReturn:
     """Connect, run ``session(client)`` until the connection fails, back off, repeat.
 
@@ -111,7 +118,7 @@ async def reconnect_forever(
         try:
             client = make_client(
                 cfg, client_id=client_id, will=will, clean_session=clean_session,
-                max_incoming=max_incoming,
+                max_incoming=max_incoming, queue_type=queue_type,
             )  # fmt: skip
             async with client:
                 connected_at = loop.time()

@@ -102,3 +102,44 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mos
             await pub.publish("n/cam2/text", b"back", qos=1)
             ev = await rec.event()
         assert (ev.stream, ev.text) == ("cam2", "back")
+
+
+class StalledInput(MqttTextInput):
+    """Its reader waits at a gate, as a busy loop would: the incoming queue fills up."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.gate = asyncio.Event()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        await self.gate.wait()
+        await super()._receive(client)
+
+
+async def test_a_flood_past_the_incoming_queue_is_counted_per_stream_and_logged_once(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamer.sources.mqtt_text as mqtt_text
+
+    monkeypatch.setattr(mqtt_text, "MAX_QUEUED", 10)
+    caplog.set_level(logging.WARNING)
+    rec, clock = Recorder(), FakeClock()
+    inp = StalledInput(
+        MqttConfig(url=mosquitto.url), {"n/cam1/text": "cam1"}, clock=clock,
+        on_event=rec.on_event, on_state=rec.on_state, client_id="text-in",
+    )  # fmt: skip
+    async with inp:
+        assert await rec.state() is True
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
+            for i in range(50):
+                await pub.publish("n/cam1/text", f"event {i}".encode(), qos=1)
+        async with asyncio.timeout(T):
+            while inp.discarded["cam1"] < 40:  # the broker is still delivering
+                await asyncio.sleep(0.01)
+        inp.gate.set()
+        got = [(await rec.event()).text for _ in range(10)]
+    assert got == [f"event {i}" for i in range(40, 50)]  # the oldest gave way
+    assert inp.discarded == {"cam1": 40}
+    lines = [r.getMessage() for r in caplog.records if "queued unread" in r.getMessage()]
+    assert len(lines) == 1 and "stream cam1" in lines[0]
+    assert not any("Message queue is full" in r.getMessage() for r in caplog.records)

@@ -298,6 +298,8 @@ class Node:
             rejected = Counter(self._webrtc_rejected.get(sid, {}))
             if self._text_in is not None:
                 rejected.update(self._text_in.rejected.get(sid, {}))
+                if self._text_in.discarded[sid]:
+                    st.dropped["text_queue"] = self._text_in.discarded[sid]
             st.rejected = rejected
 
     def snapshot(self) -> dict[str, object]:

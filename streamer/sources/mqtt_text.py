@@ -4,6 +4,9 @@ Each routed topic (``topic -> stream id``) is subscribed with QoS 1. Every messa
 parsed by :func:`streamer.sources.text.parse_text_event`; a good one goes to ``on_event``,
 a bad one is counted in ``rejected[stream][kind]`` and logged once per stream and kind.
 Nothing a publisher sends can end the loop. Messages on topics with no route are ignored.
+The incoming queue holds at most ``MAX_QUEUED`` unread messages: a flood beyond that
+drops the oldest, counted per stream in ``discarded`` (the stats' ``dropped_by.text_queue``)
+and logged once per interval.
 
 The connection loop is the publisher's (:func:`streamer.mqttconn.reconnect_forever`):
 on a lost connection it logs one line, backs off with full jitter and connects again.
@@ -27,11 +30,27 @@ from streamer.config import MqttConfig
 from streamer.errors import RejectedInput
 from streamer.frames import TextEvent
 from streamer.mqttconn import reconnect_forever
+from streamer.ratelog import RateLimitedLog
 from streamer.sources.text import MAX_BYTES, parse_text_event
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000  # unread incoming messages; a flood beyond it is discarded, not buffered
+
+
+def discarding_queue(
+    on_discard: Callable[[aiomqtt.Message], None],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt whose ``put_nowait`` on a full queue gives up the oldest
+    message (to ``on_discard``) instead of raising, so nothing is lost uncounted."""
+
+    class DiscardingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            if self.full():
+                on_discard(self.get_nowait())
+            super().put_nowait(item)
+
+    return DiscardingQueue
 
 
 class MqttTextInput:
@@ -55,7 +74,9 @@ class MqttTextInput:
         self._on_state = on_state
         self.rejected: dict[str, Counter[str]] = {s: Counter() for s in self.routes.values()}
         self.received: Counter[str] = Counter()  # accepted events per stream
+        self.discarded: Counter[str] = Counter()  # per stream: a flood past MAX_QUEUED
         self._logged: set[tuple[str, str]] = set()
+        self._floods = RateLimitedLog(log)
         self._tg: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
 
@@ -70,6 +91,7 @@ class MqttTextInput:
                     client_id=self.client_id,
                     what=f"mqtt text input {self.client_id}",
                     max_incoming=MAX_QUEUED,
+                    queue_type=discarding_queue(self._discard),
                 ),
                 name=f"mqtt-text-{self.client_id}",
             )
@@ -125,6 +147,16 @@ class MqttTextInput:
         self.received[stream] += 1
         self._on_event(event)
         return event
+
+    def _discard(self, message: aiomqtt.Message) -> None:
+        stream = self.routes.get(message.topic.value)
+        if stream is None:
+            return  # not ours: it would have been ignored anyway
+        self.discarded[stream] += 1
+        self._floods.log(
+            logging.WARNING, stream, "stream %s: more than %d text events queued unread; "
+            "the oldest are discarded (counted in dropped_by.text_queue)", stream, MAX_QUEUED,
+        )  # fmt: skip
 
     def _reject(self, stream: str, topic: str, e: RejectedInput) -> None:
         self.rejected.setdefault(stream, Counter())[e.kind] += 1
