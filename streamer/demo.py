@@ -72,8 +72,7 @@ class _View:
         self.latest[sid] = p
         self.counts[sid] = self.counts.get(sid, 0) + 1
         want = truth(sid, p["window"]["start"], p["window"]["end"])
-        complete = p["latency_ms"]["end_to_publish"] >= 0  # not cut short by the stop
-        if want is not None and complete:
+        if want is not None and not p.get("partial", False):  # not cut short by the stop
             self.scored[sid] = self.scored.get(sid, 0) + 1
             self.correct[sid] = self.correct.get(sid, 0) + (p["label"] == want)
         if not self.tty:

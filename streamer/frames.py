@@ -72,6 +72,8 @@ class Window:
     audio_mask  [length * rate] bool, True where a sample arrived
     texts       the text events with start_ns <= pts_ns < end_ns, in pts order
     present     per modality: did it contribute to this window
+    cut_ns      None for a whole window; else the node time its data stops at (a stop,
+                or the end of its sources) although the window runs on past it
     """
 
     stream: str
@@ -83,6 +85,12 @@ class Window:
     audio_rate: int
     texts: tuple[TextEvent, ...]
     present: Mapping[Modality, bool]
+    cut_ns: int | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Cut short: the window was emitted before data past its end could arrive."""
+        return self.cut_ns is not None
 
     @property
     def frames(self) -> int:

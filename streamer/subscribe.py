@@ -22,6 +22,7 @@ def format_prediction(p: dict[str, Any]) -> str:
         f"{p.get('node')}/{p.get('stream')} seq={p.get('seq')} label={p.get('label')} "
         f"score={p.get('score', 0):.2f} [{flags}] "
         f"inference={lat.get('inference', 0):.1f}ms e2p={lat.get('end_to_publish', 0):.1f}ms"
+        + (" partial" if p.get("partial") else "")
     )
 
 

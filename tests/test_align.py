@@ -261,6 +261,29 @@ def test_an_ended_source_stops_gating_and_done_after_flush() -> None:
     assert a.done and a.flush() == [] and a.next_deadline_ns() is None
 
 
+def test_a_stop_cuts_the_windows_not_ready_yet_and_marks_them_partial() -> None:
+    a = aligner()
+    feed_until(a, T0 + 2 * NS)  # every modality up to T0 + 2 s
+    stop = T0 + 2 * NS + 100 * MS
+    ready = a.poll(stop)
+    assert ready and not any(w.partial for w in ready)
+    rest = a.flush(stop)
+    assert [w.start_ns - T0 for w in rest] == [NS, NS + NS // 2]  # not settled at the stop
+    assert all(w.partial and w.cut_ns == stop for w in rest)
+
+
+def test_windows_running_past_the_end_of_the_data_are_cut_there() -> None:
+    a = aligner(("video", "audio"))
+    feed_until(a, T0 + 2 * NS, ("video", "audio"))
+    a.end("video")
+    a.end("audio")
+    ws = a.poll(T0)  # everything ended: all of it, whatever the clock says
+    whole = [w for w in ws if w.end_ns <= T0 + 2 * NS]
+    cut = [w for w in ws if w.end_ns > T0 + 2 * NS]
+    assert whole and not any(w.partial for w in whole)
+    assert cut and all(w.cut_ns == T0 + 2 * NS for w in cut)  # the audio's end
+
+
 def test_end_releases_every_window_even_without_flush() -> None:
     a = aligner(("text",))
     a.push(text(T0))

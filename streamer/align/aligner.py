@@ -203,12 +203,18 @@ class StreamAligner:
     # ---------------------------------------------------------------------------- output
 
     def poll(self, now_ns: int) -> list[Window]:
-        """The windows ready at ``now_ns``, in start order."""
-        return self._emit(self._frontier(now_ns))
+        """The windows ready at ``now_ns``, in start order. Once every modality has ended,
+        that is all of them; those running past the end of the data are cut there."""
+        front = self._frontier(now_ns)
+        return self._emit(front, cut=None if front is not None else self._data_end())
 
-    def flush(self) -> list[Window]:
-        """Shutdown: emit every remaining window that holds data."""
-        return self._emit(None)
+    def flush(self, now_ns: int | None = None) -> list[Window]:
+        """Shutdown: emit every remaining window that holds data. Those that ``poll(now_ns)``
+        would not have emitted yet are cut at ``now_ns`` (the stop): ``partial``."""
+        front = None if now_ns is None else self._frontier(now_ns)
+        if front is None:
+            return self._emit(None, cut=self._data_end())
+        return self._emit(None, cut=now_ns, ready=front)
 
     def next_deadline_ns(self) -> int | None:
         """When poll() would next emit by timeout: the end + max_delay of the first pending
@@ -247,15 +253,26 @@ class StreamAligner:
             front = max(front, min(w for w in marks if w is not None))
         return front
 
-    def _emit(self, front: int | None) -> list[Window]:
+    def _data_end(self) -> int | None:
+        """How far the data reaches: the furthest settled watermark."""
+        marks = [w for w in self._settled.values() if w is not None]
+        return max(marks) if marks else None
+
+    def _emit(
+        self, front: int | None, *, cut: int | None = None, ready: int | None = None
+    ) -> list[Window]:
+        """Windows up to ``front`` (None: all); one ending past ``ready`` (default
+        ``cut``) is cut at ``cut``."""
         out: list[Window] = []
         L, H = self.length_ns, self.hop_ns
+        whole = ready if ready is not None else cut
         while self._next is not None:
             start = self._next
             if front is not None and start + L > front:
                 break  # not ready
             if self._holds_data(start):
-                out.append(self._window(start))
+                short = cut is not None and whole is not None and start + L > whole
+                out.append(self._window(start, cut if short else None))
                 self.stats.windows += 1
                 self._advance(start + H, dropped=False)
                 continue
@@ -285,7 +302,7 @@ class StreamAligner:
         s0 = sample_index(start, self.audio_rate)
         return self._audio.any_in(s0, s0 + self._n_samples)
 
-    def _window(self, start: int) -> Window:
+    def _window(self, start: int, cut_ns: int | None = None) -> Window:
         end = start + self.length_ns
         k0 = slot_index(start, self._slot_ns)
         video = tuple(self._video.get(k) for k in range(k0, k0 + self._n_slots))
@@ -310,6 +327,7 @@ class StreamAligner:
             audio_rate=self.audio_rate,
             texts=texts,
             present=present,
+            cut_ns=cut_ns,
         )
 
     # --------------------------------------------------------------------------- buffers

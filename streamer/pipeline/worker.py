@@ -111,9 +111,10 @@ class StreamWorker:
             tg.create_task(self._tick(), name=f"{self.id}-ticker")
 
     async def flush(self) -> None:
-        """Shutdown: hand over every window still holding data."""
+        """Shutdown: hand over every window still holding data; those not ready yet are
+        cut at this instant (``partial``)."""
         async with self._lock:
-            await self._submit(self.aligner.flush())
+            await self._submit(self.aligner.flush(self._clock.now_ns()))
 
     async def _read(self, src: Source) -> None:
         # full jitter up to 2 s: a sender that comes back is read again within ~2 s + probe
