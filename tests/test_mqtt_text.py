@@ -110,6 +110,11 @@ class StalledInput(MqttTextInput):
     def __init__(self, *args: object, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.gate = asyncio.Event()
+        self.discard_seen = asyncio.Event()
+
+    def _discard(self, message: aiomqtt.Message) -> None:
+        super()._discard(message)
+        self.discard_seen.set()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         await self.gate.wait()
@@ -135,7 +140,8 @@ async def test_a_flood_past_the_incoming_queue_is_counted_per_stream_and_logged_
                 await pub.publish("n/cam1/text", f"event {i}".encode(), qos=1)
         async with asyncio.timeout(T):
             while inp.discarded["cam1"] < 40:  # the broker is still delivering
-                await asyncio.sleep(0.01)
+                inp.discard_seen.clear()
+                await inp.discard_seen.wait()
         inp.gate.set()
         got = [(await rec.event()).text for _ in range(10)]
     assert got == [f"event {i}" for i in range(40, 50)]  # the oldest gave way
