@@ -198,10 +198,11 @@ class Node:
                         log.warning("stream %s: %d windows lost after alignment (gaps in seq; "
                                     "stats dropped_by says where)", sid, lost)  # fmt: skip
             log.debug("shutdown: publisher closed")
-            self._report_undelivered(publisher)
-        return 0
+        return self._report_undelivered(publisher)
 
-    def _report_undelivered(self, publisher: MqttPublisher) -> None:
+    def _report_undelivered(self, publisher: MqttPublisher) -> int:
+        """Say what shutdown could not deliver; the exit code: 1 when the configured
+        spool failed to keep some of it (a disk read-only or full), else 0."""
         if publisher.spool is not None:
             publisher.spool.close()
             if publisher.spooled:
@@ -209,9 +210,11 @@ class Node:
                     "%d predictions not delivered yet: spooled to %s, sent first at the next start",
                     publisher.spooled, publisher.spool.path,
                 )  # fmt: skip
-            self.undelivered = 0
-        elif self.undelivered:
+            self.undelivered = publisher.spool_lost
+            return 1 if publisher.spool_lost else 0
+        if self.undelivered:
             log.error("%d predictions were not delivered before shutdown", self.undelivered)
+        return 0
 
     @contextlib.asynccontextmanager
     async def _web(

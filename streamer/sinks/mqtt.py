@@ -32,7 +32,7 @@ import aiomqtt
 from streamer.config import MqttConfig
 from streamer.mqttconn import reconnect_forever, until_disconnected
 from streamer.sinks.outbox import Message, Outbox
-from streamer.sinks.spool import Spool, spoolable
+from streamer.sinks.spool import Journal, Spool, SpoolError, spoolable
 from streamer.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ class MqttPublisher:
         # False for one of several worker processes: their supervisor owns "available"
         self.announce = announce
         self.spooled = 0  # messages written to the spool at close
+        self.spool_lost = 0  # undelivered predictions the spool failed to keep at close
+        self._journal: Journal | None = None
+        self._journal_task: asyncio.Task[None] | None = None
         self._outbox = Outbox(cfg.outbox_size)
         self._retained: dict[str, Message] = {}
         self._client: aiomqtt.Client | None = None
@@ -158,6 +161,11 @@ class MqttPublisher:
                          self.spool.path)  # fmt: skip
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        if self.spool is not None:  # what the broker has not acked reaches the disk
+            self._journal = Journal(self.spool, self._outbox)
+            self._journal_task = self._tg.create_task(
+                self._journal.run(), name=f"mqtt-journal-{self.client_id}"
+            )
         self._runner = self._tg.create_task(
             reconnect_forever(
                 self.cfg,
@@ -204,9 +212,34 @@ class MqttPublisher:
             if self._runner is not None and not self._runner.done():
                 self._runner.cancel()  # leaves the client's context: a clean DISCONNECT
                 await asyncio.wait([self._runner])
-            if self.spool is not None:  # what is still here, for the next start
-                self.spooled = self.spool.save(self._outbox.peek(len(self._outbox)).messages)
+            await self._save_spool()
         return len(self._outbox)
+
+    async def _save_spool(self) -> None:
+        """What is still here, for the next start; a disk that fails is one line with
+        the count of what it cost."""
+        if self.spool is None:
+            return
+        if self._journal_task is not None:
+            self._journal_task.cancel()
+            await asyncio.wait([self._journal_task])
+        if self._journal is not None:
+            await self._journal.stop()
+        pending = self._outbox.peek(len(self._outbox))
+        rows = [(pending.seq + i, m) for i, m in enumerate(pending.messages)]
+        try:
+            self.spooled = self.spool.save(rows)
+        except SpoolError as e:
+            kept = [n for n, m in rows if spoolable(m) and self._journal is not None
+                    and self._journal.on_disk(n)]  # fmt: skip
+            undelivered = sum(1 for _, m in rows if spoolable(m))
+            self.spool_lost = undelivered - len(kept)
+            self.spooled = len(kept)
+            log.error(
+                "mqtt outbox: could not spool %d undelivered predictions (%s): %d were "
+                "journaled before and are kept, %d are lost",
+                undelivered, e, len(kept), self.spool_lost,
+            )  # fmt: skip
 
     async def _publish_stopped(self, limit: float) -> None:
         client = self._client
