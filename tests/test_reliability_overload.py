@@ -1,6 +1,10 @@
 """Overload: twice the streams the machine sustains. Latency stays bounded, the oldest
 data is dropped and counted, RSS stays flat. ``pytest -m soak`` runs it for 10 minutes.
 
+The assertions are the README's claims (p99 under 5 s, RSS flat), with room for a loaded
+CI machine: RSS is judged by the slope of a line fitted to the second half of the run
+(one minute here), which one allocator step cannot tip as it could two medians.
+
 64 paced synthetic streams (320x240 at 10 fps + 16 kHz audio) ran without a drop on the
 2-core dev machine (128 windows/s, p99 end-to-publish 0.96 s); this test runs 128.
 """
@@ -20,6 +24,8 @@ from e2e_helpers import Traffic, run_node
 
 NODE = "load"
 SUSTAINED = 64  # measured on the 2-core dev machine (see the module docstring)
+P99_MS = 5_000  # the README's claim: end-to-publish p99 under 5 s while overloaded
+RSS_PER_10_MIN = 0.10  # and RSS flat: a fitted slope under 10 % per 10 minutes
 
 
 def _rss_mib(pid: int) -> float:
@@ -65,22 +71,26 @@ def _check(run: dict[str, Any], seconds: float) -> None:
     preds = [p for ps in traffic.predictions.values() for p in ps]
     latency = sorted(p["latency_ms"]["end_to_publish"] for p in preds)
     p99 = latency[int(0.99 * (len(latency) - 1))]
-    assert p99 < 15_000, p99  # the inference queue (256 windows) bounds it
-    # RSS: flat once warm (second half against the middle of the run)
-    warm = [m for t, m in rss if seconds / 3 <= t < 2 * seconds / 3]
-    late = [m for t, m in rss if t >= 2 * seconds / 3]
-    growth = statistics.median(late) / statistics.median(warm) - 1
+    assert p99 < P99_MS, p99  # the inference queue (256 windows) bounds it
+    # RSS: flat once warm. The slope of a line fitted to the steady phase (the second
+    # half: the bounded queues and sample buffers fill over the first ~30 s), not two
+    # points: one allocator step between two samples is not growth
+    steady = [(t, m) for t, m in rss if t >= seconds / 2]
+    slope, _ = statistics.linear_regression([t for t, _ in steady], [m for _, m in steady])
+    level = statistics.median(m for _, m in steady)
+    per_10_min = slope * 600 / level
     print(f"overload: {out} windows out, {dropped} dropped, p99 {p99:.0f} ms, "
-          f"RSS {statistics.median(warm):.0f} -> {statistics.median(late):.0f} MiB "
-          f"({growth * 100:+.1f} %)")  # fmt: skip
-    assert growth < 0.05, (warm, late)
+          f"RSS {level:.0f} MiB, slope {slope * 60:+.2f} MiB/min "
+          f"({per_10_min * 100:+.1f} % per 10 min)")  # fmt: skip
+    print("RSS MiB by second:", [round(m) for _, m in rss])
+    assert per_10_min < RSS_PER_10_MIN, [(round(t), round(m)) for t, m in steady]
     assert "Traceback" not in run["log"]
 
 
 async def test_overload_drops_the_oldest_and_stays_bounded(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    seconds = 30.0
+    seconds = 60.0
     _check(await _overload(tmp_path, mosquitto, seconds), seconds)
 
 
