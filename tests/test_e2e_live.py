@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,10 @@ def test_demo_prints_predictions_and_ends(tmp_path: Path) -> None:
         assert len(mine) >= 4, p.stdout
         assert "[VA" in mine[len(mine) // 2]  # video and audio present mid-run
     assert any("[VAT]" in line for line in preds)  # the scripted text arrived over MQTT
+    # the stop cuts the windows still open: marked partial, measured from the stop
+    latencies = [float(m[1]) for line in preds if (m := re.search(r"e2p=(-?[\d.]+)ms", line))]
+    assert len(latencies) == len(preds) and min(latencies) >= 0, preds
+    assert any(" partial" in line for line in preds), preds
     summary = lines[-1]
     assert summary.startswith("demo done: ") and "received by the viewer" in summary
 

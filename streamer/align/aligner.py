@@ -209,12 +209,14 @@ class StreamAligner:
         return self._emit(front, cut=None if front is not None else self._data_end())
 
     def flush(self, now_ns: int | None = None) -> list[Window]:
-        """Shutdown: emit every remaining window that holds data. Those that ``poll(now_ns)``
-        would not have emitted yet are cut at ``now_ns`` (the stop): ``partial``."""
-        front = None if now_ns is None else self._frontier(now_ns)
-        if front is None:
+        """Shutdown: emit every remaining window that holds data. Given the stop instant
+        ``now_ns``, those that ``poll(now_ns)`` would not have emitted yet (or, once every
+        modality has ended, those running past the data) are cut there: ``partial``."""
+        if now_ns is None:
             return self._emit(None, cut=self._data_end())
-        return self._emit(None, cut=now_ns, ready=front)
+        front = self._frontier(now_ns)
+        ready = front if front is not None else self._data_end()
+        return self._emit(None, cut=now_ns, ready=ready)
 
     def next_deadline_ns(self) -> int | None:
         """When poll() would next emit by timeout: the end + max_delay of the first pending
@@ -254,8 +256,9 @@ class StreamAligner:
         return front
 
     def _data_end(self) -> int | None:
-        """How far the data reaches: the furthest settled watermark."""
-        marks = [w for w in self._settled.values() if w is not None]
+        """How far the data reaches: the latest item's time (a frame's pts, an audio
+        chunk's end, a text event's time), never ahead of what arrived."""
+        marks = [w for w in self._wm.values() if w is not None]
         return max(marks) if marks else None
 
     def _emit(
