@@ -176,7 +176,7 @@ class WebServer:
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/sdp\n")
         try:
-            offer = await request.text()
+            offer = await request.read()  # bytes: whether it is UTF-8 is the offer's check
         except web.HTTPRequestEntityTooLarge:
             raise web.HTTPRequestEntityTooLarge(MAX_SDP, request.content_length or 0) from None
         try:
