@@ -325,6 +325,7 @@ class HttpConfig(_Model):
     # offered to browsers and used by the node's own ICE agent; [] on a LAN-only box
     ice_servers: list[str] = ["stun:stun.l.google.com:19302"]
     # the node's ICE host candidates; null = every non-loopback interface address
+    # (loopback when there is no other)
     host_addresses: list[str] | None = None
     # connections open at a time; one more gets a 503 and is closed
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 256

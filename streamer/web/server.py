@@ -66,6 +66,20 @@ def restrict_host_addresses(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = host_addresses
 
 
+def choose_host_addresses(configured: list[str] | None) -> None:
+    """The node's ICE host candidates: ``configured``, else every interface address but
+    loopback (aioice's choice), else loopback: on a host with no other address, skipping
+    it would leave the node no candidate at all and no publisher could ever connect."""
+    if configured is not None:
+        restrict_host_addresses(configured)
+    elif not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True):
+        log.warning(
+            "no network address but loopback: offering ICE host candidate 127.0.0.1 only, "
+            "so only publishers on this host can connect (http.host_addresses chooses)"
+        )
+        restrict_host_addresses(["127.0.0.1"])
+
+
 class WebServer:
     def __init__(
         self,
@@ -108,8 +122,7 @@ class WebServer:
         return app
 
     async def start(self) -> None:
-        if self.cfg.host_addresses is not None:
-            restrict_host_addresses(self.cfg.host_addresses)
+        choose_host_addresses(self.cfg.host_addresses)
         logger = server_logger("streamer.web.http")
         runner = web.AppRunner(
             self.app(), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
