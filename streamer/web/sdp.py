@@ -18,7 +18,7 @@ class BadOffer(ValueError):
     """The offer is refused; the message is the one-line reason for the 400."""
 
 
-def reason(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     first = next(iter(str(e).splitlines()), "").strip()
     return (first or type(e).__name__)[:200]
@@ -33,7 +33,7 @@ def parse_offer(body: bytes, max_candidates: int = MAX_CANDIDATES) -> str:
     try:
         desc = SessionDescription.parse(text)
     except Exception as e:  # aiortc raises ValueError, AssertionError, IndexError...
-        raise BadOffer(f"bad SDP offer: {reason(e)}") from None
+        raise BadOffer(f"bad SDP offer: {one_line(e)}") from None
     if not desc.media:
         raise BadOffer("bad SDP offer: no media section (m=)")
     candidates = {

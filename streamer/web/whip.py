@@ -32,7 +32,7 @@ from streamer.frames import AudioChunk, VideoFrame
 from streamer.sources.clockmap import PtsMapper
 from streamer.sources.convert import AudioConverter, video_to_rgb
 from streamer.sources.webrtc import Feed, WebRTCHub, WebRTCSource
-from streamer.web.sdp import BadOffer, parse_offer, reason
+from streamer.web.sdp import BadOffer, one_line, parse_offer
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class WhipSessions:
             raise
         except Exception as e:  # aiortc raises ValueError, AssertionError... on bad SDP
             await self._end(session, "bad offer")
-            raise WhipError(400, f"bad SDP offer: {reason(e)}") from None
+            raise WhipError(400, f"bad SDP offer: {one_line(e)}") from None
         log.debug("stream %s: answered webrtc publisher %s", stream, session.id[:8])
         return session, answer
 
