@@ -216,10 +216,20 @@ async def test_connections_over_the_cap_get_503_and_cost_no_descriptor(
 ) -> None:
     cap = 8
     async with hostile_node(tmp_path, mosquitto, max_connections=cap) as node:
+
+        def accepted() -> int:  # the node's side of its open HTTP connections
+            conns = node.proc.net_connections(kind="tcp")
+            return sum(c.laddr.port == node.port and c.status != psutil.CONN_LISTEN for c in conns)
+
+        async def count_is(n: int) -> bool:
+            return accepted() == n
+
+        await _until(lambda: count_is(0), 10, "the startup probe's connection gone")
         fds_before = node.proc.num_fds()
         held = [await asyncio.open_connection("127.0.0.1", node.port) for _ in range(cap)]
         for _, w in held:
             w.write(b"GET /healthz HTT")  # half-sent: each holds its slot
+        await _until(lambda: count_is(cap), 10, "the cap's connections accepted")
         refused = []
         for _ in range(50):
             r, w = await asyncio.open_connection("127.0.0.1", node.port)
