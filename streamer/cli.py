@@ -30,7 +30,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("transitions", "amqtt", "asyncio"):
+    for noisy in ("transitions", "amqtt", "asyncio", "aioice"):  # aioice: a line per check
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

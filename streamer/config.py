@@ -325,7 +325,15 @@ class HttpConfig(_Model):
     # offered to browsers and used by the node's own ICE agent; [] on a LAN-only box
     ice_servers: list[str] = ["stun:stun.l.google.com:19302"]
     # the node's ICE host candidates; null = every non-loopback interface address
+    # (loopback when there is no other)
     host_addresses: list[str] | None = None
+    # connections open at a time; one more gets a 503 and is closed
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # close a connection that has not sent a whole request head for this long
+    # (idle between requests or half-sent alike)
+    keepalive_timeout: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    # a request body (a WHIP offer) must arrive within this; 408 otherwise
+    read_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
     @field_validator("listen")
     @classmethod

@@ -12,10 +12,17 @@
 With a token configured, /whip, /api and /events need it: ``Authorization: Bearer
 <token>``, or ``?token=`` where a browser cannot set headers (EventSource). /metrics and
 /healthz stay open for scrapers and probes.
+
+Every connection costs a bounded amount: at most ``http.max_connections`` at a time (a
+503 beyond), closed when it has not sent a whole request head within
+``http.keepalive_timeout`` (idle or half-sent alike), a body read within
+``http.read_timeout`` (408), bodies of at most ``MAX_SDP`` bytes, and malformed requests
+logged one line per kind per minute (:mod:`streamer.web.guard`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
@@ -27,6 +34,7 @@ from aiohttp import web
 
 from streamer.config import HttpConfig
 from streamer.web.events import LiveEvents, TooManySubscribers
+from streamer.web.guard import CappedHandlers, server_logger
 from streamer.web.metrics import CONTENT_TYPE, Metrics
 from streamer.web.whip import WhipError, WhipSessions
 
@@ -58,6 +66,20 @@ def restrict_host_addresses(addresses: list[str]) -> None:
     aioice.ice.get_host_addresses = host_addresses
 
 
+def choose_host_addresses(configured: list[str] | None) -> None:
+    """The node's ICE host candidates: ``configured``, else every interface address but
+    loopback (aioice's choice), else loopback: on a host with no other address, skipping
+    it would leave the node no candidate at all and no publisher could ever connect."""
+    if configured is not None:
+        restrict_host_addresses(configured)
+    elif not aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True):
+        log.warning(
+            "no network address but loopback: offering ICE host candidate 127.0.0.1 only, "
+            "so only publishers on this host can connect (http.host_addresses chooses)"
+        )
+        restrict_host_addresses(["127.0.0.1"])
+
+
 class WebServer:
     def __init__(
         self,
@@ -79,6 +101,7 @@ class WebServer:
         self.metrics = metrics
         self._token = cfg.token()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port = cfg.port  # the bound port once started (listen may say 0)
 
     def app(self) -> web.Application:
@@ -99,29 +122,41 @@ class WebServer:
         return app
 
     async def start(self) -> None:
-        if self.cfg.host_addresses is not None:
-            restrict_host_addresses(self.cfg.host_addresses)
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        choose_host_addresses(self.cfg.host_addresses)
+        logger = server_logger("streamer.web.http")
+        runner = web.AppRunner(
+            self.app(), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        assert runner.server is not None
+        # aiohttp's TCPSite has no connection cap: the listener's factory is ours
+        handlers = CappedHandlers(
+            runner.server, self.cfg.max_connections, logger,
+            keepalive_timeout=self.cfg.keepalive_timeout, logger=logger, access_log=None,
+        )  # fmt: skip
         try:
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                handlers, self.cfg.host, self.cfg.port, reuse_address=True
+            )
         except OSError as e:
             await runner.cleanup()
             raise OSError(f"http.listen {self.cfg.listen}: {e.strerror or e}") from None
-        self._runner = runner
-        server = site._server  # the bound port when listen asked for 0
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self._listener = runner, listener
+        if listener.sockets:  # the bound port when listen asked for 0
+            self.port = int(listener.sockets[0].getsockname()[1])
         log.info("HTTP on %s:%d", self.cfg.host, self.port)
 
     async def stop(self) -> None:
         self.events.close()
         await self.whip.close_all()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()  # no new connections; the runner closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if listener is not None:
+            await listener.wait_closed()
 
     # -- helpers ----------------------------------------------------------------------------
     def _authorized(self, request: web.Request) -> bool:
@@ -176,9 +211,14 @@ class WebServer:
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/sdp\n")
         try:
-            offer = await request.text()
+            async with asyncio.timeout(self.cfg.read_timeout):
+                offer = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise web.HTTPRequestEntityTooLarge(MAX_SDP, request.content_length or 0) from None
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"request body not received within {self.cfg.read_timeout:g} s\n"
+            ) from None
         try:
             session, answer = await self.whip.create(stream, offer)
         except WhipError as e:

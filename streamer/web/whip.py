@@ -9,7 +9,9 @@ A data channel labelled ``text`` carries text events (same format as the MQTT te
 The session ends on DELETE, on the peer's DTLS close, on ICE failure (a peer that vanishes
 without closing: aioice's consent checks give up after about 30 s), when it does not
 connect within ``connect_timeout``, or at shutdown; then the feed ends, the worker marks
-the stream's modalities offline and the slot is free.
+the stream's modalities offline and the slot is free. Ending it closes the peer connection
+(its sockets and tasks) and forgets the session at once, so nothing of it outlives the end:
+a publisher that posts and deletes in a loop holds one session at a time, not one per loop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from streamer.frames import AudioChunk, VideoFrame
 from streamer.sources.clockmap import PtsMapper
 from streamer.sources.convert import AudioConverter, video_to_rgb
 from streamer.sources.webrtc import Feed, WebRTCHub, WebRTCSource
+from streamer.web.sdp import BadOffer, one_line, parse_offer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class WhipSession:
         self.pc = RTCPeerConnection(configuration=config)
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
+        self.settled = asyncio.Event()  # connected or closed, whichever came first
         self._on_text = on_text
         self._tasks: set[asyncio.Task[None]] = set()
         self.pc.on("track", self._on_track)
@@ -90,11 +94,13 @@ class WhipSession:
         if self.closed.is_set():
             return
         self.closed.set()
+        self.settled.set()
         self.feed.end(reason)
-        for t in self._tasks:
+        log.info("stream %s: webrtc publisher %s gone (%s)", self.stream, self.id[:8], reason)
+        for t in list(self._tasks):
             t.cancel()
         await self.pc.close()
-        log.info("stream %s: webrtc publisher gone (%s)", self.stream, reason)
+        self.pc.remove_all_listeners()  # no cycle back to the session: freed at once
 
     # -- aiortc events ----------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -125,7 +131,15 @@ class WhipSession:
         state = self.pc.connectionState
         log.debug("stream %s: webrtc connection %s", self.stream, state)
         if state == "connected":
+            if not self.connected.is_set():
+                log.info("stream %s: webrtc publisher %s connected", self.stream, self.id[:8])
             self.connected.set()
+            self.settled.set()
+        elif state == "failed" and not self.connected.is_set():
+            await self.close(
+                "ICE failed before connecting: no candidate pair worked"
+                " (check http.host_addresses and http.ice_servers)"
+            )
         elif state in ("failed", "closed"):
             await self.close(f"peer connection {state}")
 
@@ -194,13 +208,20 @@ class WhipSessions:
         self.sessions: dict[str, WhipSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def create(self, stream: str, offer_sdp: str) -> tuple[WhipSession, str]:
-        """A new session publishing to ``stream``; WhipError 404 or 409, or 400 on bad SDP."""
+    async def create(self, stream: str, body: bytes) -> tuple[WhipSession, str]:
+        """A new session publishing to ``stream``; WhipError 404 or 409, or 400 on a bad offer.
+
+        The offer is checked before the stream is taken, so a bad one never holds it.
+        """
         source = self.hub.sources.get(stream)
         if source is None:
             raise WhipError(404, f"no webrtc stream {stream!r}")
         if source.busy:
             raise WhipError(409, f"stream {stream!r} already has a publisher")
+        try:
+            offer_sdp = parse_offer(body)
+        except BadOffer as e:
+            raise WhipError(400, str(e)) from None
         session = WhipSession(
             source, spec=self.spec, clock=self.clock,
             config=rtc_configuration(self.ice_servers), on_text=self.on_text,
@@ -213,29 +234,42 @@ class WhipSessions:
         try:
             answer = await session.answer(offer_sdp)
         except WhipError:
-            await session.close("failed to answer")
+            await self._end(session, "failed to answer")
             raise
-        except Exception as e:  # aiortc raises ValueError and others on bad SDP
-            await session.close("bad offer")
-            raise WhipError(400, f"bad SDP offer: {str(e).splitlines()[0][:200]}") from None
-        log.info("stream %s: webrtc publisher %s connected", stream, session.id[:8])
+        except asyncio.CancelledError:  # the publisher hung up while we answered
+            await self._end(session, "publisher went away before the answer")
+            raise
+        except Exception as e:  # aiortc raises ValueError, AssertionError... on bad SDP
+            await self._end(session, "bad offer")
+            raise WhipError(400, f"bad SDP offer: {one_line(e)}") from None
+        log.debug("stream %s: answered webrtc publisher %s", stream, session.id[:8])
         return session, answer
 
     async def _watch(self, session: WhipSession) -> None:
         """End a session that never connects; forget it once it is closed."""
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await session.connected.wait()
+                await session.settled.wait()
         except TimeoutError:
-            await session.close(f"not connected after {self.connect_timeout:g} s")
-        await session.closed.wait()
+            await self._end(
+                session,
+                f"not connected within {self.connect_timeout:g} s"
+                f" (ICE {session.pc.iceConnectionState})",
+            )
+        try:
+            await session.closed.wait()
+        finally:
+            self.sessions.pop(session.id, None)
+
+    async def _end(self, session: WhipSession, why: str) -> None:
         self.sessions.pop(session.id, None)
+        await session.close(why)
 
     async def delete(self, stream: str, session_id: str) -> None:
         session = self.sessions.get(session_id)
         if session is None or session.stream != stream:
             raise WhipError(404, "no such session")
-        await session.close("DELETE by the publisher")
+        await self._end(session, "DELETE by the publisher")
 
     async def close_all(self, reason: str = "server shutdown") -> None:
         for s in list(self.sessions.values()):
