@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from streamer.ratelog import RateGate
 
 LOG_INTERVAL_S = 60.0
 
@@ -26,19 +27,14 @@ class OncePerKind(logging.Filter):
     def __init__(self, interval: float = LOG_INTERVAL_S) -> None:
         super().__init__()
         self.interval = interval
-        self._last: dict[str, float] = {}  # kinds are exception types or fixed messages
-        self._held: dict[str, int] = {}
+        self._gate = RateGate(interval)  # kinds are exception types or fixed messages
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         kind = type(exc).__name__ if exc is not None else str(record.msg)
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._held[kind] = self._held.get(kind, 0) + 1
+        held = self._gate.admit(kind)
+        if held is None:
             return False
-        self._last[kind] = now
-        held = self._held.pop(kind, 0)
         more = f"; {held} more like it in the last {self.interval:g} s" if held else ""
         if isinstance(exc, HttpProcessingError):  # the client's fault: no traceback
             if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
