@@ -42,23 +42,25 @@ def node_config(
     }
 
 
-async def retained_now(port: int, filters: list[str]) -> dict[str, bytes]:
-    """Every message retained on ``filters`` right now. A marker retained by us and
-    subscribed after them comes after theirs: Mosquitto sends a subscription's retained
-    messages before it reads the client's next packet."""
-    marker = f"test/marker/{uuid.uuid4().hex}"
+async def retained_now(
+    port: int, filters: list[str], *, marker: str = "test/marker", **auth: str
+) -> dict[str, bytes]:
+    """Every message retained on ``filters`` right now. A marker retained by us (under
+    ``marker``, outside ``filters``) and subscribed after them comes after theirs:
+    Mosquitto sends a subscription's retained messages before it reads our next packet."""
+    mark = f"{marker}/{uuid.uuid4().hex}"
     got: dict[str, bytes] = {}
-    async with aiomqtt.Client("127.0.0.1", port) as c:
-        await c.publish(marker, b"m", qos=1, retain=True)
+    async with aiomqtt.Client("127.0.0.1", port, **auth) as c:
+        await c.publish(mark, b"m", qos=1, retain=True)
         await c.subscribe([(f, 1) for f in filters])
-        await c.subscribe(marker, qos=1)
+        await c.subscribe(mark, qos=1)
         async with asyncio.timeout(10):
             async for m in c.messages:
-                if m.topic.value == marker:
+                if m.topic.value == mark:
                     break
                 if m.retain and isinstance(m.payload, bytes):
                     got[m.topic.value] = m.payload
-        await c.publish(marker, b"", qos=1, retain=True)
+        await c.publish(mark, b"", qos=1, retain=True)
     return got
 
 
