@@ -12,20 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 from conftest import REPO, Mosquitto
 from e2e_helpers import Traffic, run_node, write_config
 from media import make_clip
+from test_workers import _start
 
 from streamer import __version__
+from streamer.config import MqttConfig
+from streamer.sinks import announce
+from streamer.sinks.mqtt import MqttPublisher
+from streamer.sinks.topics import Topics
 
 T = 60.0  # bound for one node to start, publish and stop
 SYNTH = {"video": "synthetic:pattern?seed=0&fps=4&size=64x48"}
@@ -78,10 +87,16 @@ class Recorder:
         await self.until_all([(topic, payload)])
 
     async def until_all(self, wanted: list[tuple[str, bytes]]) -> None:
+        await self.until_true(lambda r: all(w in r.messages for w in wanted))
+
+    async def until_true(self, predicate: Callable[[Recorder], bool]) -> None:
         async with asyncio.timeout(T):
-            while not all(w in self.messages for w in wanted):
+            while not predicate(self):
                 self.changed.clear()
                 await self.changed.wait()
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [p for t, p in self.messages if t == topic]
 
 
 @asynccontextmanager
@@ -280,3 +295,92 @@ def test_a_bad_discovery_prefix_exits_2_naming_the_field(tmp_path: Path) -> None
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1, (bad, p.stderr)
         assert "mqtt.discovery_prefix" in lines[0] and "not a topic prefix" in lines[0], lines
+
+
+async def test_with_workers_a_dead_worker_s_streams_go_offline_and_discovery_goes_once(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    base = "streamer/mw"
+    s0, s1 = f"{base}/s0/available", f"{base}/s1/available"
+    cfg = write_config(
+        tmp_path / "cfg.yaml", node_config(mosquitto.url, "mw", {"s0": SYNTH, "s1": SYNTH})
+    )
+    async with recording(mosquitto.port, [f"{base}/#", "homeassistant/#"]) as rec:
+        run = await _start(cfg, 2)
+        try:
+            m = await run.line(r"worker 1/2 started \(pid (\d+)\)", T)
+            await rec.until(s1, b"online")
+            os.kill(int(m[1]), signal.SIGKILL)  # no Will of its own: the supervisor says it
+            await rec.until_true(lambda r: r.payloads(s1) == [b"online", b"offline", b"online"])
+            assert rec.payloads(s0) == [b"online"] and rec.payloads(f"{base}/available") == [
+                b"online"
+            ]
+        finally:
+            if run.proc.returncode is None:
+                run.proc.send_signal(signal.SIGTERM)
+        assert await run.wait(T) == 0, "\n".join(run.lines[-30:])
+        await rec.until(f"{base}/available", b"stopped")
+    assert rec.payloads(s0)[-1] == rec.payloads(s1)[-1] == b"stopped"
+    discovery = sorted(t for t, _ in rec.messages if t.startswith("homeassistant/"))
+    assert discovery == [  # by the supervisor, for every stream, once
+        "homeassistant/sensor/mw/s0_label/config",
+        "homeassistant/sensor/mw/s1_label/config",
+    ]
+
+
+async def test_a_retained_value_set_before_the_connection_goes_out_once(
+    mosquitto: Mosquitto,
+) -> None:
+    topics = Topics("test", "pub1")
+    async with recording(mosquitto.port, ["test/pub1/#"]) as rec:
+        p = MqttPublisher(MqttConfig(url=mosquitto.url), topics, client_id="pub1")
+        p.set_retained(topics.label("s1"), "3")  # before it has a connection
+        async with p:
+            await asyncio.wait_for(p.wait_connected(), T)
+            assert await p.drain(T) == 0
+        await rec.until(topics.available, b"stopped")
+    assert rec.payloads(topics.label("s1")) == [b"3"]
+
+
+async def test_clearing_is_capped_and_logged_in_one_line(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = Topics("streamer", "cap")
+    old = [topics.label(f"old{i}") for i in range(5)]  # five removed streams' labels
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+        for t in [*old, topics.label("cam")]:
+            await c.publish(t, b"7", qos=1, retain=True)
+    monkeypatch.setattr(announce, "MAX_CLEAR", 3)
+    caplog.set_level(logging.INFO, logger="streamer.sinks.announce")
+    cfg = MqttConfig(url=mosquitto.url)
+    async with MqttPublisher(cfg, topics, client_id="cap") as pub:
+        async with announce.announced(cfg, topics, pub, ["cam"], client_id="cap-scan") as a:
+            await asyncio.wait_for(a.done.wait(), T)
+        assert a.cleared == 3 and await pub.drain(T) == 0
+    left = await retained_now(mosquitto.port, [f"{topics.base}/+/label"])
+    assert sorted(left) == sorted([*old[3:], topics.label("cam")])  # cam is configured
+    lines = [r.getMessage() for r in caplog.records if "cleared" in r.getMessage()]
+    assert len(lines) == 1 and "cleared 3 retained topics" in lines[0], lines
+    assert "2 more at the next start" in lines[0]
+
+
+async def test_a_node_stopped_while_it_reads_its_retained_topics_exits(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The scan reads for up to SCAN_S while messages keep coming; a SIGTERM meanwhile
+    still ends the node at once. (The hang once seen here, a cancellation that
+    ``wait_for`` swallows when a message comes with it, is a race this does not force.)"""
+    base = "streamer/busy"
+    for attempt in range(2):
+        (d := tmp_path / str(attempt)).mkdir()
+        cfg = node_config(mosquitto.url, "busy", {"cam": SYNTH})
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as flood:
+            async with run_node(d, cfg, mosquitto.port, stop_timeout=20) as run:
+                await run.traffic.until(lambda t: t.available[-1:] == ["online"], T)
+                for i in range(300):  # a label changing every few ms, through the SIGTERM
+                    await flood.publish(f"{base}/other/label", str(i), qos=1)
+                    if i == 50:
+                        assert run.proc.returncode is None
+                        run.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(run.proc.wait(), 20)  # one SIGTERM is enough
+        assert run.rc == 0, run.log.read_text()

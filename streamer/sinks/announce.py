@@ -120,13 +120,16 @@ async def scan_retained(
         loop = asyncio.get_running_loop()
         end = loop.time() + limit
         messages = aiter(client.messages)
-        while len(found) < MAX_SCAN and (wait := min(quiet, end - loop.time())) > 0:
-            try:
-                m = await asyncio.wait_for(anext(messages), wait)
-            except TimeoutError:
-                break
-            if m.retain and isinstance(m.payload, bytes) and m.payload:
-                found[m.topic.value] = m.payload
+        try:
+            # (not wait_for: in 3.11 it can swallow a cancellation that comes with a message)
+            async with asyncio.timeout(None) as quiet_for:
+                while len(found) < MAX_SCAN:
+                    quiet_for.reschedule(min(loop.time() + quiet, end))
+                    m = await anext(messages)
+                    if m.retain and isinstance(m.payload, bytes) and m.payload:
+                        found[m.topic.value] = m.payload
+        except TimeoutError:
+            pass
         done.set()
         await asyncio.Event().wait()  # until the caller, woken by done, cancels us
 
