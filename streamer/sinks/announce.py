@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from typing import Any
 
 import aiomqtt
 
@@ -140,14 +141,24 @@ async def scan_retained(
             client_id=client_id,
             what=f"mqtt scan {client_id}",
             max_incoming=MAX_SCAN,
-        )  # fmt: skip
+        )
     )
     try:
         await done.wait()
     finally:
-        runner.cancel()
-        await asyncio.wait([runner])
+        await _stop(runner)
     return dict(found)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if a cancellation was lost (an
+    ``asyncio.wait_for`` inside aiomqtt can swallow one in 3.11), 3 s at most."""
+    for _ in range(3):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1.0)
+        if done:
+            return
+    log.warning("%s did not stop when cancelled; left behind", task.get_name())
 
 
 class Announcer:
@@ -213,9 +224,8 @@ async def announced(
     try:
         yield a
     finally:
-        task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled() and (e := task.exception()) is not None:
+        await _stop(task)
+        if task.done() and not task.cancelled() and (e := task.exception()) is not None:
             log.error("clearing stale retained topics failed: %s: %s", type(e).__name__, e)
         a.discover()
 
