@@ -32,7 +32,6 @@ from test_workers import _start
 
 from streamer import __version__
 from streamer.config import MqttConfig
-from streamer.sinks import announce
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
 
@@ -345,6 +344,8 @@ async def test_a_retained_value_set_before_the_connection_goes_out_once(
 async def test_clearing_is_capped_and_logged_in_one_line(
     mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from streamer.sinks import announce  # here: the other tests also run on 0.1.0's code
+
     topics = Topics("streamer", "cap")
     old = [topics.label(f"old{i}") for i in range(5)]  # five removed streams' labels
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
