@@ -68,7 +68,7 @@ def _own_stream(topics: Topics, payload: bytes) -> str | None:
         return None
     try:
         state = json.loads(payload).get("state_topic")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     head, tail = f"{topics.base}/", "/label"
     if not isinstance(state, str) or not state.startswith(head) or not state.endswith(tail):

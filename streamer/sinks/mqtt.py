@@ -92,7 +92,8 @@ class MqttPublisher:
 
     @property
     def connected(self) -> bool:
-        """Connected, with "online" and the retained state acknowledged."""
+        """Connected, with "online" and the retained state the broker had acknowledged
+        re-published (values still in the outbox follow from there, in order)."""
         return self._up.is_set()
 
     @property
