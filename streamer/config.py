@@ -55,6 +55,8 @@ class MqttConfig(_Model):
     # SQLite spool of what a shutdown could not deliver, resent first at the next start
     outbox_dir: Path | None = None
     stats_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # Home Assistant MQTT discovery: the prefix HA listens on; null = publish no discovery
+    discovery_prefix: str | None = "homeassistant"
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +90,16 @@ class MqttConfig(_Model):
     def _prefix(cls, v: str) -> str:
         if not v or any(c in v for c in "#+") or v.startswith("/") or v.endswith("/"):
             raise ValueError(f"{v!r} is not a valid topic prefix")
+        return v
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        bad = not v or v.startswith(("/", "$")) or v.endswith("/") or "//" in v
+        if bad or any(c in v for c in "#+\0"):
+            raise ValueError(f"{v!r} is not a topic prefix (no wildcards, no empty level)")
         return v
 
     @field_validator("password_file", "ca_file")

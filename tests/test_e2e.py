@@ -108,7 +108,8 @@ def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) 
     assert traffic.available[-1] == "stopped" and "online" in traffic.available
     assert traffic.retained_last["streamer/e2e/cam1/status/video"] == "offline"
     assert traffic.retained_last["streamer/e2e/cam1/label"] == cam1[-1]["label"]
-    assert "homeassistant/sensor/e2e_cam1/label/config" in traffic.retained_last
+    assert "homeassistant/sensor/e2e/cam1_label/config" in traffic.retained_last
+    assert traffic.retained_last["streamer/e2e/cam1/available"] == "stopped"
 
 
 async def test_run_file_against_mosquitto(

@@ -97,7 +97,9 @@ def test_topics() -> None:
     assert t.status("cam1", "audio") == "streamer/edge-1/cam1/status/audio"
     assert t.text("cam1") == "streamer/edge-1/cam1/text"
     assert t.stats == "streamer/edge-1/stats"
-    assert t.ha_discovery("cam1") == "homeassistant/sensor/edge-1_cam1/label/config"
+    assert t.stream_available("cam1") == "streamer/edge-1/cam1/available"
+    assert t.ha_discovery("cam1") == "homeassistant/sensor/edge-1/cam1_label/config"
+    assert t.ha_legacy("cam1") == "homeassistant/sensor/edge-1_cam1/label/config"
 
 
 def test_get_by_sequence_and_confirm_through() -> None:

@@ -203,12 +203,16 @@ async def test_retained_state_is_republished_after_a_restart_without_persistence
 
 def test_ha_discovery_config_fields(topics: Topics) -> None:
     c = ha_label_config(topics, "node1", "s1")
-    assert c["unique_id"] == "streamer_node1_s1_label"
+    assert c["unique_id"] == "streamer/node1/s1/label"
     assert c["state_topic"] == "test/node1/s1/label"
     assert c["json_attributes_topic"] == "test/node1/s1/prediction"
-    assert c["availability_topic"] == "test/node1/available"
-    assert (c["payload_available"], c["payload_not_available"]) == ("online", "offline")
-    assert "online" in c["availability_template"]
+    # the node's and the stream's availability, both needed
+    assert [a["topic"] for a in c["availability"]] == ["test/node1/available",
+                                                       "test/node1/s1/available"]  # fmt: skip
+    assert c["availability_mode"] == "all" and "availability_topic" not in c
+    for a in c["availability"]:
+        assert (a["payload_available"], a["payload_not_available"]) == ("online", "offline")
+        assert "online" in a["value_template"]
     assert c["device"]["manufacturer"] == "streamer"
     assert c["device"]["identifiers"] == ["streamer_node1"]
     assert c["name"] and c["icon"]
@@ -219,7 +223,7 @@ async def test_ha_discovery_is_published_retained(
     mosquitto: Mosquitto, publisher: MqttPublisher, topics: Topics
 ) -> None:
     topic = topics.ha_discovery("s1")
-    assert topic == "homeassistant/sensor/node1_s1/label/config"
+    assert topic == "homeassistant/sensor/node1/s1_label/config"
     publisher.set_retained(topic, json.dumps(ha_label_config(topics, "node1", "s1")))
     assert await publisher.drain(T) == 0
     m = (await retained(mosquitto.port, [topic]))[topic]

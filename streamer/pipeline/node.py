@@ -24,8 +24,8 @@ from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.pipeline.worker import StreamWorker
 from streamer.predictions import PredictionBuilder, encode, new_run_id
+from streamer.sinks.announce import announced, run_available
 from streamer.sinks.broker import EmbeddedBroker
-from streamer.sinks.discovery import ha_label_config
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
@@ -89,7 +89,7 @@ class Node:
 
     async def run(self) -> int:
         async with self._broker() as cfg:
-            topics = Topics(cfg.mqtt.prefix, cfg.node)
+            topics = Topics(cfg.mqtt.prefix, cfg.node, cfg.mqtt.discovery_prefix)
             spec = self.loaded.spec
             builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
             cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
@@ -150,10 +150,6 @@ class Node:
                         stats=self.stats[s.id],
                         status=status,
                     )
-                    publisher.set_retained(
-                        topics.ha_discovery(s.id),
-                        json.dumps(ha_label_config(topics, cfg.node, s.id)),
-                    )
                     for m in workers[s.id].modalities:
                         status(s.id, m, False)
 
@@ -175,7 +171,11 @@ class Node:
                     client_id=f"{cid}-text",
                 )
                 self._text_in = text_in
-                async with text_in, self._web(cfg, publisher, on_text):
+                async with (
+                    text_in,
+                    self._web(cfg, publisher, on_text),
+                    self._announce(cfg, publisher, topics, cid),
+                ):
                     ended = await self._run_workers(list(workers.values()), publisher, topics)
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
@@ -266,13 +266,28 @@ class Node:
             self.web = None
             await web.stop()
 
+    def _announce(
+        self, cfg: Config, publisher: MqttPublisher, topics: Topics, cid: str
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """Home Assistant discovery and clearing what removed streams left retained: the
+        job of the process owning ``available`` (a --workers supervisor does it)."""
+        if self.worker is not None:
+            return contextlib.nullcontext()
+        ids = [s.id for s in cfg.streams]
+        return announced(cfg.mqtt, topics, publisher, ids, client_id=f"{cid}-scan")
+
     async def _run_workers(
         self, workers: list[StreamWorker], publisher: MqttPublisher, topics: Topics
     ) -> bool:
         """Run the workers until all end (True) or stop() is called (False)."""
         async with asyncio.TaskGroup() as tg:
             stats_task = tg.create_task(self._stats_loop(publisher, topics), name="stats")
-            runs = [tg.create_task(w.run(), name=f"stream-{w.id}") for w in workers]
+            runs = [
+                tg.create_task(
+                    run_available(publisher, topics, w.id, w.run()), name=f"stream-{w.id}"
+                )  # P/N/S/available: online while the stream runs
+                for w in workers
+            ]
             stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")
             pending: set[asyncio.Task[None]] = set(runs)
             while pending and not stop.done():

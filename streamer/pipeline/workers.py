@@ -4,9 +4,11 @@ Each worker is ``streamer run CONFIG --worker I/N``: its own event loop, model a
 connections, the streams ``streams[I::N]``, publishing under the same node id. The
 supervisor (this process) owns the node's ``available`` topic (``online``, ``stopped``,
 and ``offline`` as its Last Will), starts the embedded broker when the config asks for
-one, gives each worker its own spool directory (each runs ``model.threads`` model threads), restarts
-a worker that dies (jittered backoff; not one that exits 2, a config error) and, on
-SIGINT/SIGTERM, stops them all and waits.
+one, publishes the Home Assistant discovery of every stream (and clears what removed
+streams left retained, :mod:`streamer.sinks.announce`), marks a dead worker's streams
+``offline`` on ``P/N/S/available``, gives each worker its own spool directory (each
+runs ``model.threads`` model threads), restarts a worker that dies (jittered backoff;
+not one that exits 2, a config error) and, on SIGINT/SIGTERM, stops them all and waits.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator
 from streamer.backoff import Backoff
 from streamer.config import Config
 from streamer.errors import ConfigError
+from streamer.sinks.announce import announced, streams_offline
 from streamer.sinks.broker import EmbeddedBroker
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
@@ -69,11 +72,15 @@ class Supervisor:
     async def run(self) -> int:
         async with self._broker() as url:
             mqtt = self.cfg.mqtt.model_copy(update={"url": url})
-            topics = Topics(mqtt.prefix, self.cfg.node)
+            topics = Topics(mqtt.prefix, self.cfg.node, mqtt.discovery_prefix)
             cid = f"streamer-{self.cfg.node}-supervisor-{os.getpid()}"
-            async with MqttPublisher(mqtt, topics, client_id=cid, close_timeout=5.0):
+            ids = [s.id for s in self.cfg.streams]
+            async with (
+                MqttPublisher(mqtt, topics, client_id=cid, close_timeout=5.0) as pub,
+                announced(mqtt, topics, pub, ids, client_id=f"{cid}-scan"),
+            ):
                 codes = await asyncio.gather(
-                    *(self._keep(i, url) for i in range(self.count))
+                    *(self._keep(i, url, pub, topics) for i in range(self.count))
                 )  # fmt: skip
         return 0 if all(c == 0 for c in codes) else 1
 
@@ -89,8 +96,9 @@ class Supervisor:
             *(x for s in sets for x in ("--set", s)), "--worker", f"{index}/{self.count}",
         ]  # fmt: skip
 
-    async def _keep(self, index: int, url: str) -> int:
+    async def _keep(self, index: int, url: str, pub: MqttPublisher, topics: Topics) -> int:
         """Run worker ``index`` until it ends cleanly or we stop; restart it if it dies."""
+        mine = [s.id for s in share(self.cfg, index, self.count).streams]
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             proc = await asyncio.create_subprocess_exec(*self._args(index, url))
@@ -109,6 +117,8 @@ class Supervisor:
                     await done
             stop.cancel()
             rc = done.result()
+            if rc != 0:  # it said nothing more about its streams: it had no Will of its own
+                streams_offline(pub, topics, mine)
             if self._stop.is_set() or rc == 0:
                 log.info("worker %d/%d exited %d", index, self.count, rc)
                 return rc

@@ -4,6 +4,8 @@
     outbox      the bounded, drop-oldest queue of messages awaiting the broker's ack
     mqtt        MqttPublisher: outbox + Last Will + reconnect loop with backoff
     discovery   Home Assistant discovery payloads
+    announce    per-stream availability, discovery, clearing what removed streams left
+                retained (imported by the node, not here)
     broker      EmbeddedBroker: an in-process broker for ``mqtt.url: embedded`` (amqtt;
                 imported on demand, not here)
 """

@@ -6,8 +6,9 @@ The connection comes back through :func:`streamer.mqttconn.reconnect_forever`.
 
     connect (Will: P/N/available = "offline", qos 1, retained)
       -> publish P/N/available = "online" (retained)
-      -> re-publish the retained state it holds (labels, statuses, discovery configs),
-         so that a broker restarted without persistence gets it back
+      -> re-publish the retained state it holds (labels, statuses, discovery configs)
+         that the broker has already acknowledged, so that a broker restarted without
+         persistence gets it back; a value still in the outbox goes from there, once
       -> drain the outbox in order, a sliding window of up to ``window`` publishes in
          flight; a message leaves the outbox only once it and every older one are
          acknowledged, so what was in flight when the connection broke goes again after
@@ -80,6 +81,7 @@ class MqttPublisher:
         self._journal_task: asyncio.Task[None] | None = None
         self._outbox = Outbox(cfg.outbox_size)
         self._retained: dict[str, Message] = {}
+        self._retained_seq: dict[str, int] = {}  # the outbox sequence number of each
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -93,7 +95,8 @@ class MqttPublisher:
 
     @property
     def connected(self) -> bool:
-        """Connected, with "online" and the retained state acknowledged."""
+        """Connected, with "online" and the retained state the broker had acknowledged
+        re-published (values still in the outbox follow from there, in order)."""
         return self._up.is_set()
 
     @property
@@ -129,9 +132,14 @@ class MqttPublisher:
         self._wake.set()
 
     def set_retained(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        """Publish a retained value and remember it, to re-publish after each reconnect."""
+        """Publish a retained value and remember it, to re-publish after each reconnect.
+
+        It goes out once through the outbox, in order with everything else; a connection
+        re-publishes it only once it has left the outbox (acknowledged, or dropped).
+        """
         message = _message(topic, payload, qos, True)
         self._retained[topic] = message
+        self._retained_seq[topic] = self._outbox.end_seq  # the seq put() gives it
         self._outbox.put(message)
         self._wake.set()
 
@@ -260,12 +268,18 @@ class MqttPublisher:
                 tg.create_task(until_disconnected(client), name="mqtt-publisher-watch")
                 if self.announce:
                     await client.publish(self.topics.available, ONLINE, qos=1, retain=True)
-                await self._publish_all(client, list(self._retained.values()))
+                await self._publish_all(client, self._acknowledged_retained())
                 self._set_connected(True)
                 await self._drain_outbox(client, tg)
         finally:
             self._client = None
             self._set_connected(False)
+
+    def _acknowledged_retained(self) -> list[Message]:
+        """The retained values no longer in the outbox: those still there go from there
+        (the outbox is confirmed in order, so a sequence number below its head has left)."""
+        head = self._outbox.head_seq
+        return [m for t, m in self._retained.items() if self._retained_seq[t] < head]
 
     async def _drain_outbox(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> NoReturn:
         """A sliding window: up to ``window`` publishes in flight, started in outbox

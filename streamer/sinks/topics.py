@@ -1,14 +1,22 @@
 """MQTT topic names (the contract table in DESIGN.md), built in one place.
 
-``P`` = prefix, ``N`` = node, ``S`` = stream id, ``M`` = modality::
+``P`` = prefix, ``N`` = node, ``S`` = stream id, ``M`` = modality, ``D`` = the Home
+Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``)::
 
     P/N/available             online | stopped | offline (Last Will)     1 / retained
+    P/N/S/available           online | stopped | offline (stream)         1 / retained
     P/N/S/prediction          prediction JSON                             qos / no
     P/N/S/label               top label, only when it changes             1 / retained
     P/N/S/status/M            online | offline                            1 / retained
     P/N/S/text                text input                                  subscribed
     P/N/stats                 stats JSON                                  0 / no
-    homeassistant/sensor/N_S/label/config   discovery                     1 / retained
+    D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
+
+Node and stream ids match ``[A-Za-z0-9_-]+``, the alphabet Home Assistant allows in a
+discovery topic's ``node_id`` and ``object_id``: no character is left to separate two ids
+inside one level, so the node has a level of its own (``N/S_label``, a fixed suffix after
+one id is unambiguous). Up to 0.1.0 it was ``D/sensor/N_S/label/config``, which node
+``a_b`` with stream ``c`` and node ``a`` with stream ``b_c`` shared (:meth:`ha_legacy`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ HA_DISCOVERY_PREFIX = "homeassistant"
 class Topics:
     prefix: str
     node: str
+    discovery_prefix: str | None = HA_DISCOVERY_PREFIX  # None: no Home Assistant discovery
 
     @property
     def base(self) -> str:
@@ -34,6 +43,9 @@ class Topics:
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
+
+    def stream_available(self, stream: str) -> str:
+        return f"{self.base}/{stream}/available"
 
     def prediction(self, stream: str) -> str:
         return f"{self.base}/{stream}/prediction"
@@ -48,4 +60,14 @@ class Topics:
         return f"{self.base}/{stream}/text"
 
     def ha_discovery(self, stream: str) -> str:
-        return f"{HA_DISCOVERY_PREFIX}/sensor/{self.node}_{stream}/label/config"
+        return f"{self._discovery}/sensor/{self.node}/{stream}_label/config"
+
+    def ha_legacy(self, stream: str) -> str:
+        """The discovery topic of 0.1.0 (ambiguous; cleared at start, never published)."""
+        return f"{self._discovery}/sensor/{self.node}_{stream}/label/config"
+
+    @property
+    def _discovery(self) -> str:
+        if self.discovery_prefix is None:
+            raise ValueError("Home Assistant discovery is off (mqtt.discovery_prefix: null)")
+        return self.discovery_prefix
