@@ -1,4 +1,8 @@
-"""``streamer check``: validate the config, load the model, open every source once."""
+"""``streamer check``: validate the config, load the model, open every source once.
+
+What no retry would cure (an unsupported URL option, a missing package, a file that
+permission denies) is refused first, as ``run`` does, naming the field (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
     cfg = load_config(path, overrides)  # before the heavy imports: config errors come fast
     for line in secret_warnings(cfg):
         print(f"warning: {line}")
+    from streamer.sources.factory import open_sources, preflight
+
+    preflight(cfg)  # before the model: refusing a URL needs no torch
     from streamer.inference.model import load_model
-    from streamer.sources.factory import open_sources
 
     loaded = load_model(cfg.model, cfg.window)
     print(f"config ok: node {cfg.node}, {len(cfg.streams)} stream(s), broker {cfg.mqtt.url}")

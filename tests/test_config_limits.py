@@ -66,6 +66,48 @@ HOSTILE: list[tuple[str, bytes, str, str]] = [
     ("a date that is not", b"node: 2001-02-30\n" + GOOD.encode(), "node", "not a valid"),
     ("an int tag on text", b"mqtt: {qos: !!int one}\n" + GOOD.encode(), "mqtt.qos", "not a valid"),
     ("over 1 MiB", GOOD.encode() + b"#" * MAX_BYTES, "config", "larger than 1024 KiB"),
+    (
+        "synthetic 100000x100000",
+        b"streams: [{id: s1, video: 'synthetic:pattern?size=100000x100000'}]",
+        "streams[0].video",
+        "at most 7680x4320",
+    ),  # fmt: skip
+    (
+        "synthetic 16000x16000",
+        b"streams: [{id: s1, video: 'synthetic:pattern?size=16000x16000'}]",
+        "streams[0].video",
+        "at most 7680x4320",
+    ),  # fmt: skip
+    (
+        "synthetic size of 5,000 digits",
+        b"streams: [{id: s1, video: 'synthetic:pattern?size=" + b"9" * 5000 + b"x2'}]",
+        "streams[0].video",
+        "WIDTHxHEIGHT",
+    ),  # fmt: skip
+    (
+        "synthetic fps 1e6",
+        b"streams: [{id: s1, video: 'synthetic:pattern?fps=1e6'}]",
+        "streams[0].video",
+        "fps must be at most 120",
+    ),  # fmt: skip
+    (
+        "synthetic fps 1e-300",
+        b"streams: [{id: s1, video: 'synthetic:pattern?fps=1e-300'}]",
+        "streams[0].video",
+        "fps must be at least",
+    ),  # fmt: skip
+    (
+        "synthetic seed 1e400",
+        b"streams: [{id: s1, video: 'synthetic:pattern?seed=1e400'}]",
+        "streams[0].video",
+        "seed must be at most",
+    ),  # fmt: skip
+    (
+        "synthetic freq 1e400",
+        b"streams: [{id: s1, audio: 'synthetic:tone?freq=1e400'}]",
+        "streams[0].audio",
+        "freq must be at most",
+    ),  # fmt: skip
 ]
 
 
