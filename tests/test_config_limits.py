@@ -4,6 +4,7 @@ allocation of gigabytes fails loudly instead of passing slowly)."""
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import resource
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from streamer import check as check_module
 from streamer.config import load_config
 from streamer.configfile import MAX_BYTES, MAX_DEPTH, load_yaml
 from streamer.errors import ConfigError
@@ -158,3 +160,39 @@ def test_the_limits_leave_room_for_real_configs(tmp_path: Path) -> None:
         yaml.safe_dump({"streams": [{"id": f"s{i}", "video": "synthetic:"} for i in range(10_000)]})
     )
     assert len(load_config(many).streams) == 10_000
+
+
+async def test_check_opens_sources_concurrently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each source's open waits until all four are opening: one at a time, each would time
+    out; concurrently, all four open. (So N sources that time out cost N / 32 timeouts.)"""
+    import streamer.sources.factory as factory
+
+    barrier = asyncio.Barrier(4)
+    real = factory.open_sources
+
+    def gated(*args: object, **kwargs: object) -> list[object]:
+        sources = real(*args, **kwargs)  # type: ignore[arg-type]
+        for src in sources:
+            opened = src.open
+
+            async def open_after_all(opened: object = opened) -> None:
+                await barrier.wait()
+                await opened()  # type: ignore[operator]
+
+            src.open = open_after_all  # type: ignore[method-assign]
+        return sources  # type: ignore[return-value]
+
+    monkeypatch.setattr(factory, "open_sources", gated)
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"streams": [{"id": f"s{i}", "video": "synthetic:pattern"} for i in range(4)]}
+        )
+    )
+    rc = await check_module.check(str(path), [], per_source_s=5.0)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count(": ok (synthetic:pattern") == 4, out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == [f"streams[{i}]" for i in range(4)]
