@@ -282,3 +282,13 @@ def test_check_and_run_exit_2_naming_the_field(tmp_path: Path, command: str, cas
     assert len(lines) == 1, p.stderr[-3000:]
     assert lines[0].startswith(f"streamer: error: {field}: "), lines[0]
     assert problem in lines[0], lines[0]
+
+
+def test_sounddevice_is_a_core_dependency() -> None:
+    """``pip install .`` without extras must bring sounddevice: ``mic:`` is a core scheme."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = [d.split(">")[0].split("=")[0].split("[")[0].strip() for d in project["dependencies"]]
+    assert "sounddevice" in names
+    assert project["optional-dependencies"].get("mic", []) == []  # the old extra still resolves
