@@ -62,6 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:  # said once, by the process the user started
         for line in secret_warnings(cfg):
             logging.getLogger("streamer").warning("%s", line)
+        from streamer.sources.factory import preflight
+
+        preflight(cfg)  # what no retry would cure (a missing package...): exit 2 now
     if worker is None and args.workers > 1:
         supervisor = Supervisor(cfg, args.config, args.set or [], args.workers)
         return asyncio.run(_until_signalled(supervisor))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -490,16 +490,16 @@ def parse_config(data: Any) -> Config:
 def _apply_set(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
-        raise ConfigError("--set", f"expected dotted.key=value, got {assignment!r}")
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
+        raise ConfigError("--set", f"expected dotted.key=value, got {assignment[:100]!r}")
+    if len(key) > 200:  # the messages below repeat the key
+        raise ConfigError("--set", f"a key of {len(key)} characters (at most 200)")
+    value = set_value(key, raw)
     node: Any = data
     parts = key.split(".")
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        idx: int | str = int(part) if part.isdigit() else part
+        digits = part.isascii() and part.isdigit() and len(part) <= 9
+        idx: int | str = int(part) if digits else part
         if isinstance(node, list):
             if not isinstance(idx, int) or idx >= len(node):
                 raise ConfigError("--set", f"{key}: no such list element {part!r}")
@@ -538,17 +538,9 @@ def secret_warnings(cfg: Config) -> list[str]:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError("config", f"cannot read {p}: {e.strerror or e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError("config", f"invalid YAML{where}") from None
+    """The validated config of the YAML file at ``path`` (read within the bounds of
+    :mod:`streamer.configfile`) with ``--set`` overrides applied."""
+    data = read_config_file(Path(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):

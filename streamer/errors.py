@@ -4,6 +4,8 @@
     ├── ConfigError               a bad config or argument (exit 2); ``field`` names it
     ├── SourceError               a source failed; ``url`` names it
     │   └── SourceOpenError       it could not be opened at all
+    │       └── SourcePermanentError  nor will it be by retrying: a missing package,
+    │                                 an unsupported option, permission denied
     ├── SourceEnded               a finite source reached its end (not a failure)
     ├── RejectedInput             a malformed input item, counted and dropped; ``kind``
     ├── CheckpointError           a checkpoint is missing or malformed
@@ -33,6 +35,12 @@ class SourceError(StreamerError):
 
 class SourceOpenError(SourceError):
     pass
+
+
+class SourcePermanentError(SourceOpenError):
+    """Opening failed for a reason that retrying cannot cure (a missing package, an
+    unsupported URL option, permission denied): the stream worker reports it once and
+    does not reopen; ``streamer run`` and ``check`` report it at start, naming the field."""
 
 
 class SourceEnded(StreamerError):

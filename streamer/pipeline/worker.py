@@ -17,7 +17,7 @@ from streamer.align.aligner import StreamAligner
 from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.config import StreamConfig, WindowConfig
-from streamer.errors import SourceEnded, SourceError, SourceOpenError
+from streamer.errors import SourceEnded, SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import Modality, TextEvent, Window, modality_of
 from streamer.inference.runner import InferenceRunner
 from streamer.sources.base import Source, recv_batch
@@ -123,6 +123,10 @@ class StreamWorker:
             while True:
                 try:
                     await src.open()
+                except SourcePermanentError as e:  # no retry would cure it: said once
+                    self._stats.errors += 1
+                    log.error("stream %s: %s (not retried)", self.id, e)
+                    return
                 except SourceOpenError as e:
                     self._stats.errors += 1
                     log.error("stream %s: %s", self.id, e)

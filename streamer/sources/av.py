@@ -28,7 +28,6 @@ import concurrent.futures
 import logging
 import threading
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import av
 import av.container
@@ -38,13 +37,15 @@ import numpy.typing as npt
 from models.spec import ModelSpec
 from streamer.align.windows import frame_rank, slot_index, slot_ns
 from streamer.clock import NODE_CLOCK, Clock
-from streamer.errors import SourceError, SourceOpenError
+from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
 from streamer.sources.avurls import (
     AV_ERRORS,
     SCHEMES,
     describe_av_error,
+    file_path,
     network_options,
+    permanent,
     v4l2_options,
 )
 from streamer.sources.base import DEFAULT_QUEUE
@@ -176,7 +177,7 @@ class AVSource:
         """Open the container (in the demuxer thread); SourceOpenError on failure."""
         try:
             if self.is_file:
-                path = unquote(urlparse(self.url).path)
+                path = file_path(self.url)
                 if not Path(path).is_file():
                     raise SourceOpenError(self.url, "no such file")
                 return av.open(path, mode="r")
@@ -192,9 +193,9 @@ class AVSource:
         except SourceOpenError:
             raise
         except AV_ERRORS as e:
-            raise SourceOpenError(
-                self.url, describe_av_error(e, timeout=self.open_timeout)
-            ) from None
+            # permission denied, a protocol this FFmpeg lacks: no retry will cure them
+            error = SourcePermanentError if permanent(e) else SourceOpenError
+            raise error(self.url, describe_av_error(e, timeout=self.open_timeout)) from None
 
     def _select(
         self, container: av.container.InputContainer

@@ -3,11 +3,13 @@ network URL turns into, and one line for what PyAV raises."""
 
 from __future__ import annotations
 
+import errno
+import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
 
 import av
 
-from streamer.errors import SourceOpenError
+from streamer.errors import SourcePermanentError
 
 NETWORK_SCHEMES = ("udp", "rtsp", "http", "https", "srt")
 SCHEMES = ("file", "v4l2", *NETWORK_SCHEMES)
@@ -22,6 +24,45 @@ AV_ERRORS: tuple[type[BaseException], ...] = (
 """What PyAV raises on bad input: InvalidDataError, OSError, EOFError, FFmpegError..."""
 
 
+_SIZE_RE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
+PERMANENT_ERRNOS = (errno.EACCES, errno.EPERM)
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def file_path(url: str) -> str:
+    """The path of a ``file:///abs/clip.mp4`` URL; SourcePermanentError for options,
+    which a file URL has none of (``realtime`` and ``loop`` are keys of the stream)."""
+    u = urlparse(url)
+    if u.query or u.fragment:
+        extra = u.query or u.fragment
+        raise SourcePermanentError(
+            url,
+            f"file:// URLs take no options, got {_short(extra)} "
+            "(realtime and loop are keys of the stream; write a '?' in a path as %3F)",
+        )
+    return unquote(u.path)
+
+
+def check_readable(url: str, path: str) -> None:
+    """SourcePermanentError when ``path`` cannot be opened for lack of permission."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        if e.errno in PERMANENT_ERRNOS:
+            raise SourcePermanentError(url, f"permission denied: {path}") from None
+
+
+def permanent(e: BaseException) -> bool:
+    """Whether a PyAV/OS error on open is one that retrying cannot cure."""
+    if isinstance(e, OSError) and e.errno in PERMANENT_ERRNOS:
+        return True
+    return isinstance(e, av.error.ProtocolNotFoundError)
+
+
 def _us(seconds: float) -> str:
     return str(round(seconds * 1_000_000))
 
@@ -29,29 +70,31 @@ def _us(seconds: float) -> str:
 def v4l2_options(url: str) -> tuple[str, dict[str, str]]:
     """``v4l2:///dev/video0?size=640x480&fps=30&input_format=mjpeg`` -> (device, options).
 
-    Raises SourceOpenError for an unknown or malformed query parameter.
+    Raises SourcePermanentError for an unknown or malformed query parameter.
     """
     u = urlparse(url)
     if u.scheme != "v4l2" or not u.path.startswith("/dev/"):
-        raise SourceOpenError(url, "expected v4l2:///dev/videoN")
+        raise SourcePermanentError(url, "expected v4l2:///dev/videoN")
     options: dict[str, str] = {}
     for key, value in parse_qsl(u.query, keep_blank_values=True):
         if key not in V4L2_PARAMS:
             known = ", ".join(V4L2_PARAMS)
-            raise SourceOpenError(url, f"unknown option {key!r} (known: {known})")
+            raise SourcePermanentError(url, f"unknown option {_short(key)} (known: {known})")
         if key == "size":
-            w, sep, h = value.partition("x")
-            if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
-                raise SourceOpenError(url, f"size must be WIDTHxHEIGHT, got {value!r}")
+            m = _SIZE_RE.fullmatch(value)
+            if m is None or int(m[1]) == 0 or int(m[2]) == 0:
+                problem = f"size must be WIDTHxHEIGHT, got {_short(value)}"
+                raise SourcePermanentError(url, problem)
         elif key == "fps":
             try:
                 ok = float(value) > 0
             except ValueError:
                 ok = False
             if not ok:
-                raise SourceOpenError(url, f"fps must be a positive number, got {value!r}")
+                problem = f"fps must be a positive number, got {_short(value)}"
+                raise SourcePermanentError(url, problem)
         elif not value:
-            raise SourceOpenError(url, f"{key} needs a value")
+            raise SourcePermanentError(url, f"{key} needs a value")
         options[V4L2_PARAMS[key]] = value
     return unquote(u.path), options
 

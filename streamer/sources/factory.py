@@ -3,20 +3,23 @@
 When ``video`` and ``audio`` name the same URL, ONE source reads the container and
 yields both, so both tracks share its clock. Otherwise there is one source per modality,
 chosen by URL scheme. Sources are returned unopened: the caller awaits ``open()``.
+:func:`preflight` runs the checks that need no device or network first, so ``streamer
+run`` and ``check`` refuse what no retry would cure, naming the field.
 """
 
 from __future__ import annotations
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
-from streamer.config import StreamConfig
-from streamer.errors import SourceOpenError
+from streamer.config import Config, StreamConfig
+from streamer.errors import ConfigError, SourceOpenError, SourcePermanentError
 from streamer.frames import Modality
 from streamer.sources.av import AVSource
 from streamer.sources.avurls import SCHEMES as AV_SCHEMES
+from streamer.sources.avurls import check_readable, file_path, v4l2_options
 from streamer.sources.base import Source
-from streamer.sources.mic import MicSource
-from streamer.sources.synthetic import SyntheticSource
+from streamer.sources.mic import MicSource, import_sounddevice
+from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.webrtc import WebRTCHub
 
 
@@ -47,7 +50,7 @@ def make_source(
         )
     if scheme == "mic":
         if video:
-            raise SourceOpenError(url, "a microphone has no video")
+            raise SourcePermanentError(url, "a microphone has no video")
         return MicSource(url, spec=spec, clock=clock, stream=stream.id)
     if scheme == "synthetic":
         return SyntheticSource(
@@ -55,9 +58,47 @@ def make_source(
         )
     if url == "webrtc":
         if webrtc is None:
-            raise SourceOpenError(url, "webrtc ingest needs the HTTP server (http.listen)")
+            raise SourcePermanentError(url, "webrtc ingest needs the HTTP server (http.listen)")
         return webrtc.source(stream.id, modalities)
-    raise SourceOpenError(url, f"unsupported scheme {scheme!r}")
+    raise SourcePermanentError(url, f"unsupported scheme {scheme!r}")
+
+
+def check_url(url: str, modalities: frozenset[Modality]) -> None:
+    """What can be known of ``url`` without a device or the network: SourcePermanentError
+    for an unsupported option, a missing package or a file that permission denies."""
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme == "file":
+        check_readable(url, file_path(url))
+    elif scheme == "v4l2":
+        v4l2_options(url)
+    elif scheme == "mic":
+        import_sounddevice(url)
+    elif scheme == "synthetic":
+        synthetic_options(url, modalities)
+
+
+def _wanted(stream: StreamConfig) -> list[tuple[str, str, frozenset[Modality]]]:
+    """(config key, URL, modalities) of each source of ``stream``."""
+    if stream.video is not None and stream.video == stream.audio:
+        return [("video", stream.video, frozenset({"video", "audio"}))]
+    wanted: list[tuple[str, str, frozenset[Modality]]] = []
+    if stream.video is not None:
+        wanted.append(("video", stream.video, frozenset({"video"})))
+    if stream.audio is not None:
+        wanted.append(("audio", stream.audio, frozenset({"audio"})))
+    return wanted
+
+
+def preflight(cfg: Config) -> None:
+    """:func:`check_url` for every source of ``cfg``; the first refusal becomes a
+    ConfigError naming its field (``streams[0].audio``), for exit 2 before anything runs."""
+    for i, stream in enumerate(cfg.streams):
+        for key, url, modalities in _wanted(stream):
+            try:
+                check_url(url, modalities)
+            except SourceOpenError as e:
+                shown = url if len(url) <= 200 else url[:200] + "..."
+                raise ConfigError(f"streams[{i}].{key}", f"{shown}: {e.problem}") from None
 
 
 def open_sources(
@@ -68,15 +109,7 @@ def open_sources(
     webrtc: WebRTCHub | None = None,
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``)."""
-    wanted: list[tuple[str, frozenset[Modality]]] = []
-    if stream.video is not None and stream.video == stream.audio:
-        wanted.append((stream.video, frozenset({"video", "audio"})))
-    else:
-        if stream.video is not None:
-            wanted.append((stream.video, frozenset({"video"})))
-        if stream.audio is not None:
-            wanted.append((stream.audio, frozenset({"audio"})))
     return [
         make_source(url, mods, stream=stream, spec=spec, clock=clock, webrtc=webrtc)
-        for url, mods in wanted
+        for _, url, mods in _wanted(stream)
     ]

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
-from streamer.errors import SourceError, SourceOpenError
+from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality
 from streamer.sources.base import DEFAULT_QUEUE
 from streamer.sources.handoff import Handoff
@@ -26,14 +26,17 @@ from streamer.sources.handoff import Handoff
 log = logging.getLogger(__name__)
 
 
-def _import_sounddevice(url: str) -> Any:
+def import_sounddevice(url: str) -> Any:
+    """The sounddevice module; SourcePermanentError when it or PortAudio is missing (a
+    missing package does not appear by retrying)."""
     try:
         import sounddevice
     except OSError:
-        raise SourceOpenError(url, "PortAudio is not available (install libportaudio2)") from None
+        problem = "PortAudio is not available (install libportaudio2)"
+        raise SourcePermanentError(url, problem) from None
     except ImportError:
         problem = "sounddevice is not installed (pip install sounddevice)"
-        raise SourceOpenError(url, problem) from None
+        raise SourcePermanentError(url, problem) from None
     return sounddevice
 
 
@@ -69,7 +72,7 @@ def resolve_device(url: str, sd: Any) -> int | None:
         if not devices:
             raise SourceOpenError(url, "no input devices")
         return None
-    if want.isdigit():
+    if want.isascii() and want.isdigit() and len(want) <= 9:
         index = int(want)
         if any(i == index for i, _ in devices):
             return index
@@ -156,7 +159,7 @@ class MicSource:
         self._stream = await asyncio.to_thread(self._start)
 
     def _start(self) -> Any:
-        sd = _import_sounddevice(self.url)
+        sd = import_sounddevice(self.url)
         _refresh_devices(sd)
         device = resolve_device(self.url, sd)
         try:

@@ -5,6 +5,10 @@
     synthetic:[?...]                               both defaults (whichever is asked for)
     synthetic:avdigits?seed=0&fps=10               AV-digits: handwritten digit + spoken word
 
+At most 7680x4320 (8K UHD), 0.01-120 fps, 20 kHz and a 32-bit seed: beyond these a URL
+is a :class:`~streamer.errors.SourcePermanentError`, found by :func:`synthetic_options`
+before anything is allocated.
+
 ``avdigits`` is on the epoch clock: the frame stamped ``pts_ns`` shows the AV-digits
 content at time ``pts_ns`` (:mod:`streamer.datasets.avdigits.live`, held-out images and
 voices), so the truth of any window follows from its start alone (:func:`avdigits_label`);
@@ -26,7 +30,9 @@ import asyncio
 import concurrent.futures
 import functools
 import random
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import parse_qsl, urlparse
 
@@ -37,7 +43,7 @@ from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.datasets.avdigits import live as avdigits
 from streamer.datasets.avdigits.speech import EspeakMissing, require_espeak
-from streamer.errors import SourceError, SourceOpenError
+from streamer.errors import SourceError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
 from streamer.sources.convert import rgb_to_frame, video_to_rgb
 
@@ -59,22 +65,32 @@ def _render_pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="synthetic-render")
 
 
-def _parse(url: str) -> tuple[str, dict[str, str]]:
-    u = urlparse(url)
-    if u.scheme != "synthetic":
-        raise SourceOpenError(url, "expected a synthetic: URL")
-    kind = u.path.strip("/")
-    if kind not in KINDS:
-        known = ", ".join(k for k in KINDS if k)
-        raise SourceOpenError(url, f"unknown synthetic source {kind!r} (known: {known})")
-    params = dict(parse_qsl(u.query, keep_blank_values=True))
-    for key in params:
-        if key not in PARAMS:
-            raise SourceOpenError(url, f"unknown option {key!r} (known: {', '.join(PARAMS)})")
-    return kind, params
+MAX_SIZE = (7680, 4320)  # 8K UHD: a frame of 100 MB; more would only exhaust memory
+MAX_FPS = 120.0
+MIN_FPS = 0.01  # a frame every 100 s
+MAX_FREQ = 20_000.0
+MAX_SEED = 2**32 - 1
+_SIZE_RE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
 
 
-def _number(url: str, params: dict[str, str], key: str, default: float) -> float:
+@dataclass(frozen=True)
+class SyntheticOptions:
+    kind: str
+    fps: float
+    size: tuple[int, int]
+    freq: float
+    seed: int
+
+
+def _bad(url: str, problem: str) -> SourcePermanentError:
+    return SourcePermanentError(url, problem)
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _number(url: str, params: dict[str, str], key: str, default: float, top: float) -> float:
     raw = params.get(key)
     if raw is None:
         return default
@@ -83,8 +99,56 @@ def _number(url: str, params: dict[str, str], key: str, default: float) -> float
     except ValueError:
         value = -1.0
     if not value > 0 and not (key == "seed" and value == 0):
-        raise SourceOpenError(url, f"{key} must be a positive number, got {raw!r}")
+        raise _bad(url, f"{key} must be a positive number, got {_short(raw)}")
+    if value > top:
+        raise _bad(url, f"{key} must be at most {top:g}, got {_short(raw)}")
     return value
+
+
+def synthetic_options(url: str, modalities: frozenset[Modality]) -> SyntheticOptions:
+    """What a ``synthetic:`` URL asks for; SourcePermanentError for what it cannot have
+    (an unknown kind or option, a size over MAX_SIZE, fps over MAX_FPS...). Allocates
+    nothing: ``streamer check`` and ``run`` call it before anything is opened."""
+    u = urlparse(url)
+    if u.scheme != "synthetic":
+        raise _bad(url, "expected a synthetic: URL")
+    kind = u.path.strip("/")
+    if kind not in KINDS:
+        known = ", ".join(k for k in KINDS if k)
+        raise _bad(url, f"unknown synthetic source {_short(kind)} (known: {known})")
+    params = dict(parse_qsl(u.query, keep_blank_values=True))
+    for key in params:
+        if key not in PARAMS:
+            raise _bad(url, f"unknown option {_short(key)} (known: {', '.join(PARAMS)})")
+    missing = modalities - KINDS[kind]
+    if missing:
+        raise _bad(url, f"synthetic:{kind} has no {sorted(missing)[0]}")
+    if kind == "avdigits":
+        for key in NOT_FOR_AVDIGITS:
+            if key in params:
+                raise _bad(url, f"option {key!r} does not apply to avdigits")
+        try:
+            require_espeak()
+        except EspeakMissing as e:
+            raise _bad(url, str(e)) from e
+    size = params.get("size", "320x240")
+    m = _SIZE_RE.fullmatch(size)
+    if m is None or int(m[1]) < 2 or int(m[2]) < 2:
+        raise _bad(url, f"size must be WIDTHxHEIGHT, got {_short(size)}")
+    w, h = int(m[1]), int(m[2])
+    if w > MAX_SIZE[0] or h > MAX_SIZE[1]:
+        top = f"{MAX_SIZE[0]}x{MAX_SIZE[1]}"
+        raise _bad(url, f"size must be at most {top} (8K UHD), got {_short(size)}")
+    fps = _number(url, params, "fps", 10.0, MAX_FPS)
+    if fps < MIN_FPS:
+        raise _bad(url, f"fps must be at least {MIN_FPS:g}, got {_short(params['fps'])}")
+    return SyntheticOptions(
+        kind=kind,
+        fps=fps,
+        size=(w, h),
+        freq=_number(url, params, "freq", 440.0, MAX_FREQ),
+        seed=int(_number(url, params, "seed", 0, MAX_SEED)),
+    )
 
 
 class PatternGenerator:
@@ -155,36 +219,26 @@ class SyntheticSource:
         self.spec = spec
         self.clock = clock
         self.live = True
-        kind, params = _parse(url)
         wanted: set[Modality] = set()
         if video:
             wanted.add("video")
         if audio:
             wanted.add("audio")
-        missing = wanted - KINDS[kind]
-        if missing:
-            raise SourceOpenError(url, f"synthetic:{kind} has no {sorted(missing)[0]}")
         self.modalities: frozenset[Modality] = frozenset(wanted)
-        self.kind = kind
-        if kind == "avdigits":
-            for key in NOT_FOR_AVDIGITS:
-                if key in params:
-                    raise SourceOpenError(url, f"option {key!r} does not apply to avdigits")
-            try:
-                require_espeak()
-            except EspeakMissing as e:
-                raise SourceOpenError(url, str(e)) from e
-        self.fps = _number(url, params, "fps", 10.0)
-        size = params.get("size", "320x240")
-        w, sep, h = size.partition("x")
-        if not (sep and w.isdigit() and h.isdigit() and int(w) >= 2 and int(h) >= 2):
-            raise SourceOpenError(url, f"size must be WIDTHxHEIGHT, got {size!r}")
-        self.size = (int(w), int(h))
-        self.freq = _number(url, params, "freq", 440.0)
-        self.seed = int(_number(url, params, "seed", 0))
+        opts = synthetic_options(url, self.modalities)
+        self.kind = opts.kind
+        self.fps = opts.fps
+        self.size = opts.size
+        self.freq = opts.freq
+        self.seed = opts.seed
         self.max_lag_ns = round(max_lag_s * NS)
         self.dropped = 0
-        self._pattern = PatternGenerator(self.size, self.fps, self.seed)
+        # drawn only when asked for: a background of size x 3 bytes
+        self._pattern = (
+            PatternGenerator(self.size, self.fps, self.seed)
+            if video and self.kind != "avdigits"
+            else None
+        )
         chunk = max(1, round(CHUNK_S * spec.audio_rate))
         self._tone = ToneGenerator(self.freq, spec.audio_rate, chunk, self.seed)
         # avdigits: frame i is at epoch i / fps exactly (integer ns arithmetic)
@@ -222,6 +276,7 @@ class SyntheticSource:
     def _picture(self, index: int) -> npt.NDArray[np.uint8]:
         if self.kind == "avdigits":
             return avdigits.frame_at(self.seed, self._video_ns(index))
+        assert self._pattern is not None
         return self._pattern.frame(index)
 
     def _render(self, index: int) -> npt.NDArray[np.uint8]:
