@@ -31,6 +31,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_root(why: str) -> None:
+    """A namespace of our own (unshare -n / -m) needs root: a failure in CI, a skip
+    elsewhere, as for a missing tool."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail(f"{why} needs root, and CI runs as root")
+        pytest.skip(f"{why} needs root here (outside CI, so skipped)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

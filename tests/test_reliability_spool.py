@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import IN_CI, free_port, require_tool, start_mosquitto, wait_port
+from conftest import free_port, require_root, require_tool, start_mosquitto, wait_port
 from e2e_helpers import start_streamer, write_config
 from reliability_helpers import DurableSubscriber, published
 
@@ -157,10 +156,7 @@ async def test_a_sigkill_during_an_outage_loses_at_most_the_last_second(tmp_path
 def _can_mount() -> None:
     require_tool("unshare")
     require_tool("nsenter")
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("CI runs as root: a private mount namespace is needed here")
-        pytest.skip("needs root for a private mount namespace (unshare -m)")
+    require_root("a private mount namespace (unshare -m)")
 
 
 @pytest.mark.parametrize("fault", ["read-only", "full"])

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
-from conftest import IN_CI, Mosquitto, free_port, require_tool, wait_port
+from conftest import Mosquitto, free_port, require_root, require_tool, wait_port
 from e2e_helpers import RunningNode, run_node
 from webrtc_helpers import Publisher, loopback_only, webrtc_config
 
@@ -307,10 +307,7 @@ def test_a_loopback_only_host_offers_loopback_and_the_publisher_connects(
 ) -> None:
     require_tool("mosquitto")
     require_tool("unshare")
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("a loopback-only network namespace needs root (unshare -n)")
-        pytest.skip("unshare -n needs root here (outside CI, so skipped)")
+    require_root("a loopback-only network namespace (unshare -n)")
     script = HERE / "loopback_host_scenario.py"
     inner = f'ip link set lo up && exec "{sys.executable}" "{script}" "{tmp_path}"'
     env = {

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import IN_CI, require_tool
+from conftest import require_root, require_tool
 from e2e_helpers import check_predictions
 
 HERE = Path(__file__).resolve().parent
@@ -38,10 +37,7 @@ def test_browser_publishes_camera_microphone_and_typed_text(
     require_tool("chromium")
     require_tool("mosquitto")
     require_tool("unshare")
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("a loopback-only network namespace needs root (unshare -n)")
-        pytest.skip("unshare -n needs root here (outside CI, so skipped)")
+    require_root("a loopback-only network namespace (unshare -n)")
     r = _in_namespace(tmp_path)
     assert r.returncode == 0, f"scenario failed:\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}"
     seen = json.loads(r.stdout.strip().splitlines()[-1])
