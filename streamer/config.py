@@ -403,6 +403,11 @@ class HttpConfig(_Model):
         return self.token_file.read_text().strip() if self.token_file is not None else None
 
 
+# Streams per node: 2 cores sustain 64-128 (see Performance); 1,024 is a 16-core server's
+# worth with --workers, and keeps `streamer check`, which opens each, to seconds
+MAX_STREAMS = 1024
+
+
 class Config(_Model):
     node: str = Field(default_factory=lambda: _default_node())
     mqtt: MqttConfig = MqttConfig()
@@ -430,6 +435,16 @@ class Config(_Model):
     @property
     def webrtc_streams(self) -> list[StreamConfig]:
         return [s for s in self.streams if "webrtc" in (s.video, s.audio)]
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _not_too_many(cls, v: object) -> object:
+        if isinstance(v, list) and len(v) > MAX_STREAMS:
+            raise ValueError(
+                f"{len(v)} streams: a node takes at most {MAX_STREAMS} (run several nodes, "
+                "each with a config of its own)"
+            )
+        return v
 
     @field_validator("streams")
     @classmethod

@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 
 from streamer import check as check_module
-from streamer.config import load_config
+from streamer.config import MAX_STREAMS, load_config
 from streamer.configfile import MAX_BYTES, MAX_DEPTH, load_yaml
 from streamer.errors import ConfigError
 
@@ -105,6 +105,13 @@ HOSTILE: list[tuple[str, bytes, str, str]] = [
         "seed must be at most",
     ),  # fmt: skip
     (
+        "10,000 streams",
+        yaml.safe_dump({"streams": [{"id": f"s{i}", "video": "synthetic:pattern"}
+                                    for i in range(10_000)]}).encode(),
+        "streams",
+        "10000 streams: a node takes at most 1024",
+    ),  # fmt: skip
+    (
         "synthetic freq 1e400",
         b"streams: [{id: s1, audio: 'synthetic:tone?freq=1e400'}]",
         "streams[0].audio",
@@ -155,11 +162,12 @@ def test_the_limits_leave_room_for_real_configs(tmp_path: Path) -> None:
     path = tmp_path / "bom.yaml"
     path.write_bytes(codecs.BOM_UTF8 + GOOD.encode())  # a UTF-8 BOM is fine
     assert load_config(path).streams[0].id == "s1"
-    many = tmp_path / "many.yaml"  # 10,000 streams fit in the size limit
+    many = tmp_path / "many.yaml"  # as many streams as a node takes fit in the size limit
     many.write_text(
-        yaml.safe_dump({"streams": [{"id": f"s{i}", "video": "synthetic:"} for i in range(10_000)]})
-    )
-    assert len(load_config(many).streams) == 10_000
+        yaml.safe_dump({"streams": [{"id": f"s{i}", "video": "synthetic:"}
+                                    for i in range(MAX_STREAMS)]})
+    )  # fmt: skip
+    assert len(load_config(many).streams) == MAX_STREAMS
 
 
 async def test_check_opens_sources_concurrently(
