@@ -1,7 +1,8 @@
 """The node clock: epoch nanoseconds that never jump, derived from a monotonic clock.
 
 All capture timestamps are on this clock. It is read through the :class:`Clock`
-protocol so that time logic can be tested with :class:`streamer.testing.FakeClock`.
+protocol so that time logic can be tested with :class:`streamer.testing.FakeClock`, and
+so that an offline replay (training's clip set) can run on a :class:`SetClock`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,23 @@ class NodeClock:
     def now_ns(self) -> int:
         return self._epoch0 + (time.monotonic_ns() - self._mono0)
 
-    def monotonic_of(self, node_ns: int) -> float:
-        """The ``time.monotonic()`` value (seconds) at which the clock reads ``node_ns``."""
-        return (node_ns - self._epoch0 + self._mono0) / 1e9
+
+
+class SetClock:
+    """A clock that reads what it was set to: time for offline replays, which must not
+    depend on when they run."""
+
+    def __init__(self, start_ns: int) -> None:
+        self.t = start_ns
+
+    def now_ns(self) -> int:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += round(seconds * 1e9)
+
+    def set(self, t_ns: int) -> None:
+        self.t = t_ns
 
 
 NODE_CLOCK = NodeClock()

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from streamer.clock import SetClock
 from streamer.errors import SourceEnded
 from streamer.frames import Item
 
 
-class FakeClock:
+class FakeClock(SetClock):
+    """A settable clock for tests, starting at a whole number of seconds."""
+
     def __init__(self, start_ns: int = 1_764_160_000 * 1_000_000_000) -> None:
-        self.t = start_ns
-
-    def now_ns(self) -> int:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += round(seconds * 1e9)
-
-    def set(self, t_ns: int) -> None:
-        self.t = t_ns
+        super().__init__(start_ns)
 
 
 class ListSource:

@@ -5,7 +5,7 @@ same sources and aligner as a live run, so training sees exactly what live runs 
     DATA/<split>/clip_0001.jsonl   text events: {"t": seconds_from_clip_start, "text": "..."}
     DATA/<split>/labels.csv        clip,start,end,label   (labelled time segments)
 
-Each clip is replayed unpaced on a fake clock that starts at a hop-aligned epoch time, so
+Each clip is replayed unpaced on a set clock that starts at a hop-aligned epoch time, so
 the clip's PTS, its text events and its labels all land on the same time axis. A window
 is labelled when it lies inside one labelled segment; others are not used.
 
@@ -30,16 +30,16 @@ import numpy.typing as npt
 from models.spec import ModelSpec
 from models.windows import WindowInputs
 from streamer.align.aligner import StreamAligner
+from streamer.clock import SetClock
 from streamer.config import WindowConfig
 from streamer.errors import ConfigError, SourceEnded, SourceError, StreamerError
 from streamer.frames import NS, TextEvent, Window
 from streamer.inference.runner import window_inputs
 from streamer.sources.av import AVSource
-from streamer.testing import FakeClock
 
 log = logging.getLogger(__name__)
 
-T0_NS = 1_700_000_000 * NS  # where every clip starts on the fake clock (hop-aligned)
+T0_NS = 1_700_000_000 * NS  # where every clip starts on the set clock (hop-aligned)
 CACHE_VERSION = 2  # 2: windows of clips longer than the aligner buffer are no longer lost
 
 
@@ -123,7 +123,7 @@ async def clip_windows(
 ) -> list[Window]:
     """Every window of one clip, as a live run would cut it (unpaced); ``media`` absolute."""
     stream = media.stem
-    clock = FakeClock(T0_NS)
+    clock = SetClock(T0_NS)
     src = AVSource(
         f"file://{media}", video=True, audio=True, spec=spec, clock=clock,
         stream=stream, realtime=False, slot_frames=True,
