@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", help="a folder with train/ and test/ clip folders")
     t.add_argument("--out", required=True, help="the checkpoint directory to write")
     t.add_argument("--epochs", type=_count, default=None)
-    t.add_argument("--quick", action="store_true", help="a few clips, two epochs (for tests)")
+    t.add_argument("--quick", action="store_true", help="a few clips, five epochs (for tests)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
