@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +26,10 @@ class DropQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        """The queued items, oldest first (a snapshot)."""
+        return iter(list(self._items))
 
     def put_nowait(self, item: T) -> T | None:
         """Append; returns the oldest item if it had to be dropped to make room."""

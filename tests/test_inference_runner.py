@@ -328,3 +328,27 @@ def test_cuda_graphs_reach_the_runtime_on_cuda_and_are_off_without(
         assert "model.cuda_graphs: no CUDA device" in caplog.text
     plain = load_model(ModelConfig(), WindowConfig()).make_fusion()  # off by default
     assert isinstance(plain, IncrementalFusion) and plain.graphed is None
+
+
+async def test_an_ended_stream_s_cache_goes_once_its_last_window_is_inferred(
+    model: FusionModel,
+) -> None:
+    fusion = IncrementalFusion(model)
+    seen: list[str] = []
+
+    async def on_result(r: Result) -> None:
+        seen.append(r.window.stream)
+
+    cfg = ModelConfig(max_batch=1, max_wait_ms=0)
+    async with InferenceRunner(fusion, SPEC, cfg, on_result, device=torch.device("cpu")) as r:
+        r.submit_nowait(make_window("a", T0))
+        r.submit_nowait(make_window("ended", T0))
+        r.submit_nowait(make_window("ended", T0 + NS // 2))
+        r.forget("ended")  # two of its windows still queued: they are inferred first
+        await r.drain()
+        r.forget("idle")  # never seen: nothing to drop, nothing breaks
+        # the drop runs on the model thread: wait for what is queued there before leaving
+        await asyncio.get_running_loop().run_in_executor(r._executor, lambda: None)
+    assert seen == ["a", "ended", "ended"]
+    assert fusion.cache_size("ended") == 0 and fusion.cache_size("a") > 0
+    assert fusion.session_count == 1

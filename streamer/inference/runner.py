@@ -101,6 +101,7 @@ class InferenceRunner:
         self.batches = 0
         self.windows = 0
         self.lost: dict[str, int] = dict.fromkeys(DROP_PLACES, 0)
+        self._forget: set[str] = set()  # ended streams whose cache goes once they drain
 
     async def __aenter__(self) -> InferenceRunner:
         self._tg = asyncio.TaskGroup()
@@ -148,7 +149,19 @@ class InferenceRunner:
                 raise RuntimeError("the inference batcher has stopped; windows are left")
 
     def forget(self, stream: str) -> None:
-        self._executor.submit(self._fusion.drop_session, stream)
+        """The stream has ended: drop its cached embeddings once its last queued window
+        has been inferred (the cache would only age them out otherwise)."""
+        self._forget.add(stream)
+        self._forget_done()
+
+    def _forget_done(self) -> None:
+        """Drop the caches of forgotten streams that have no window left to infer."""
+        if not self._forget or self._busy:
+            return
+        queued = {w.stream for w in self.queue}
+        for stream in self._forget - queued:
+            self._forget.discard(stream)
+            self._executor.submit(self._fusion.drop_session, stream)
 
     def _lose(self, window: Window, place: str) -> None:
         self.lost[place] += 1
@@ -191,6 +204,7 @@ class InferenceRunner:
             self.batches += 1
             self.windows += len(batch)
             self._busy = 0
+            self._forget_done()
             if not len(self.queue):
                 self._idle.set()
 

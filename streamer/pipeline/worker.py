@@ -109,6 +109,7 @@ class StreamWorker:
             for i, src in enumerate(self.sources):
                 tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
             tg.create_task(self._tick(), name=f"{self.id}-ticker")
+        self._runner.forget(self.id)  # ended: its cache goes once its last window is out
 
     async def flush(self) -> None:
         """Shutdown: hand over every window still holding data; those not ready yet are
