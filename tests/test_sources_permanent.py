@@ -44,6 +44,7 @@ class Runner:
     def __init__(self) -> None:
         self.windows: list[Window] = []
         self.got = asyncio.Event()
+        self.forgotten: list[str] = []  # streams that ended
 
     def submit_nowait(self, window: Window) -> None:
         self.windows.append(window)
@@ -51,6 +52,9 @@ class Runner:
 
     async def submit(self, window: Window) -> None:
         self.submit_nowait(window)
+
+    def forget(self, stream: str) -> None:
+        self.forgotten.append(stream)
 
 
 def counting_opens(src: Source) -> list[int]:
