@@ -108,7 +108,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def prediction_schema() -> dict[str, object]:
-    """The schema the package ships (``streamer schema`` prints it), never ../shared."""
+    """The schema the package ships (``streamer schema`` prints it), nothing beside the clone."""
     from streamer.contract import prediction_schema as shipped
 
     return shipped()

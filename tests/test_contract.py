@@ -1,4 +1,4 @@
-"""The prediction schema ships in the package (no ../shared beside a clone) and
+"""The prediction schema ships in the package (a clone has nothing beside it) and
 ``streamer schema`` prints it for subscribers."""
 
 from __future__ import annotations
