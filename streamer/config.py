@@ -25,6 +25,7 @@ from pydantic import (
 
 from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
+from streamer.sinks.settings import SinksConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 VIDEO_SCHEMES = ("file", "udp", "rtsp", "http", "https", "srt", "v4l2", "synthetic", "webrtc")
@@ -415,6 +416,7 @@ class Config(_Model):
     model: ModelConfig = ModelConfig()
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
     http: HttpConfig | None = None
+    sinks: SinksConfig = SinksConfig()
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -1,4 +1,8 @@
-"""Prediction messages: the contract's JSON, ``seq`` per stream, label-on-change."""
+"""Prediction messages: a typed :class:`Prediction` per window, ``seq`` per stream.
+
+:class:`PredictionBuilder` numbers the windows and builds the typed value; a sink turns
+it into bytes (:meth:`Prediction.encode`: the contract's JSON, ``streamer schema``).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +31,62 @@ class ModelId:
     labels: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One window's prediction; the fields of the contract's JSON, typed."""
+
+    node: str
+    stream: str
+    run: str
+    seq: int
+    start_s: float
+    end_s: float
+    label: str
+    score: float
+    scores: tuple[tuple[str, float], ...]  # in label order
+    present: tuple[bool, bool, bool]  # video, audio, text
+    frames: int  # video frames in the window
+    audio_seconds: float
+    text_events: int
+    inference_ms: float
+    end_to_publish_ms: float
+    model: ModelId
+    partial: bool = False  # cut at shutdown before its end
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's JSON object (``streamer schema``)."""
+        out: dict[str, Any] = {
+            "schema": SCHEMA,
+            "node": self.node,
+            "stream": self.stream,
+            "run": self.run,
+            "seq": self.seq,
+            "window": {"start": self.start_s, "end": self.end_s},
+            "label": self.label,
+            "score": self.score,
+            "scores": dict(self.scores),
+            "modalities": {
+                "video": {"present": self.present[0], "frames": self.frames},
+                "audio": {"present": self.present[1], "seconds": self.audio_seconds},
+                "text": {"present": self.present[2], "events": self.text_events},
+            },
+            "latency_ms": {
+                "inference": self.inference_ms,
+                "end_to_publish": self.end_to_publish_ms,
+            },
+            "model": {"name": self.model.name, "version": self.model.version},
+        }
+        if self.partial:
+            out["partial"] = True
+        return out
+
+    def encode(self) -> bytes:
+        """The JSON as compact UTF-8 bytes, as published."""
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
+
+
 class PredictionBuilder:
-    """Numbers windows 0, 1, 2, ... per stream and builds the payload; a window lost
+    """Numbers windows 0, 1, 2, ... per stream and builds the prediction; a window lost
     after the aligner emitted it takes a number too (:meth:`skip`), so a subscriber sees
     every such loss as a gap in ``seq``."""
 
@@ -38,7 +96,6 @@ class PredictionBuilder:
         self.model = model
         self._seq: dict[str, int] = {}
         self._skipped: dict[str, int] = {}
-        self._label: dict[str, str] = {}
 
     def build(
         self,
@@ -47,40 +104,36 @@ class PredictionBuilder:
         *,
         inference_ms: float,
         now_ns: int,
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         seq = self._take(window.stream)
         p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
         top = int(np.argmax(p))
         labels = self.model.labels
         # a window cut short is measured from its cut: it could not be published sooner
         ref_ns = window.end_ns if window.cut_ns is None else min(window.end_ns, window.cut_ns)
-        payload: dict[str, Any] = {
-            "schema": SCHEMA,
-            "node": self.node,
-            "stream": window.stream,
-            "run": self.run,
-            "seq": seq,
-            "window": {"start": window.start_ns / NS, "end": window.end_ns / NS},
-            "label": labels[top],
-            "score": round(float(p[top]), 6),
-            "scores": {labels[i]: round(float(v), 6) for i, v in enumerate(p)},
-            "modalities": {
-                "video": {"present": bool(window.present["video"]), "frames": window.frames},
-                "audio": {
-                    "present": bool(window.present["audio"]),
-                    "seconds": round(window.audio_seconds, 4),
-                },
-                "text": {"present": bool(window.present["text"]), "events": len(window.texts)},
-            },
-            "latency_ms": {
-                "inference": round(inference_ms, 3),
-                "end_to_publish": round((now_ns - ref_ns) / 1e6, 3),
-            },
-            "model": {"name": self.model.name, "version": self.model.version},
-        }
-        if window.partial:
-            payload["partial"] = True
-        return payload
+        return Prediction(
+            node=self.node,
+            stream=window.stream,
+            run=self.run,
+            seq=seq,
+            start_s=window.start_ns / NS,
+            end_s=window.end_ns / NS,
+            label=labels[top],
+            score=round(float(p[top]), 6),
+            scores=tuple((labels[i], round(float(v), 6)) for i, v in enumerate(p)),
+            present=(
+                bool(window.present["video"]),
+                bool(window.present["audio"]),
+                bool(window.present["text"]),
+            ),
+            frames=window.frames,
+            audio_seconds=round(window.audio_seconds, 4),
+            text_events=len(window.texts),
+            inference_ms=round(inference_ms, 3),
+            end_to_publish_ms=round((now_ns - ref_ns) / 1e6, 3),
+            model=self.model,
+            partial=window.partial,
+        )
 
     def skip(self, stream: str) -> None:
         """A window of ``stream`` was lost: its seq is not used."""
@@ -98,14 +151,3 @@ class PredictionBuilder:
 
     def skipped(self, stream: str) -> int:
         return self._skipped.get(stream, 0)
-
-    def label_changed(self, stream: str, label: str) -> bool:
-        """True the first time and whenever the stream's top label differs from the last."""
-        if self._label.get(stream) == label:
-            return False
-        self._label[stream] = label
-        return True
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()

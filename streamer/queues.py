@@ -57,6 +57,10 @@ class DropQueue(Generic[T]):
             await self._not_empty.wait()
         return self.get_nowait()
 
+    def clear(self) -> None:
+        self._items.clear()
+        self._changed()
+
     def _changed(self) -> None:
         if self._items:
             self._not_empty.set()

@@ -24,6 +24,7 @@ from streamer.inference.model import load_model, resolve_precision
 from streamer.inference.runner import InferenceRunner, Result, window_inputs
 from streamer.predictions import ModelId, PredictionBuilder
 from streamer.queues import DropQueue
+from streamer.sinks.mqtt_sink import LabelChanges
 
 SPEC = ModelSpec()
 T0 = 1_764_160_000 * NS
@@ -237,15 +238,17 @@ def test_predictions_number_without_gaps_and_validate(
     out = []
     for i in range(4):
         for s in ("a", "b"):
-            out.append(b.build(make_window(s, T0 + i * NS // 2), probs, inference_ms=1.0,
-                               now_ns=T0 + i * NS // 2 + 2 * NS + 5_000_000))  # fmt: skip
+            p = b.build(make_window(s, T0 + i * NS // 2), probs, inference_ms=1.0,
+                        now_ns=T0 + i * NS // 2 + 2 * NS + 5_000_000)  # fmt: skip
+            out.append(p.to_json())
     for p in out:
         jsonschema.validate(p, prediction_schema)
     assert [p["seq"] for p in out if p["stream"] == "a"] == [0, 1, 2, 3]
     assert [p["seq"] for p in out if p["stream"] == "b"] == [0, 1, 2, 3]
     assert out[0]["label"] == "7" and out[0]["latency_ms"]["end_to_publish"] == 5.0
-    assert b.label_changed("a", "7") and not b.label_changed("a", "7")
-    assert b.label_changed("a", "3") and b.label_changed("b", "7")
+    labels = LabelChanges()  # the MQTT sink's P/N/S/label goes out when it changes
+    assert labels.changed("a", "7") and not labels.changed("a", "7")
+    assert labels.changed("a", "3") and labels.changed("b", "7")
 
 
 def test_a_lost_window_is_a_gap_in_seq() -> None:
@@ -257,7 +260,7 @@ def test_a_lost_window_is_a_gap_in_seq() -> None:
         if i == 1:
             b.skip("a")
             continue
-        seqs.append(b.build(w, probs, inference_ms=1.0, now_ns=w.end_ns)["seq"])
+        seqs.append(b.build(w, probs, inference_ms=1.0, now_ns=w.end_ns).seq)
     assert seqs == [0, 2, 3] and b.skipped("a") == 1 and b.counts() == {"a": 4}
 
 
@@ -268,10 +271,10 @@ def test_a_cut_window_is_partial_and_measured_from_its_cut(
     probs = np.full(10, 0.1, np.float32)
     whole = make_window("a", T0)
     cut = dataclasses.replace(whole, cut_ns=T0 + NS)  # stopped 1 s into the window
-    p = b.build(cut, probs, inference_ms=1.0, now_ns=T0 + NS + 20_000_000)
+    p = b.build(cut, probs, inference_ms=1.0, now_ns=T0 + NS + 20_000_000).to_json()
     jsonschema.validate(p, prediction_schema)
     assert p["partial"] is True and p["latency_ms"]["end_to_publish"] == 20.0
-    q = b.build(whole, probs, inference_ms=1.0, now_ns=T0 + 2 * NS + 7_000_000)
+    q = b.build(whole, probs, inference_ms=1.0, now_ns=T0 + 2 * NS + 7_000_000).to_json()
     assert "partial" not in q and q["latency_ms"]["end_to_publish"] == 7.0
 
 

@@ -1,34 +1,50 @@
-"""A running node: every stream of a config, one inference runner, the MQTT publisher.
+"""The application: one node's streams wired from sources to sinks. Read this first.
+
+::
+
+    sources --(items)--> StreamWorker: aligner --(windows)--> InferenceRunner
+        --(Result)--> PredictionBuilder --(Prediction)--> Fanout --> MqttSink, FileSink, ...
+
+Per stream, a :class:`~streamer.pipeline.worker.StreamWorker` reads its sources (a task
+each, reopened with backoff), aligns what they give into windows and submits them; one
+:class:`~streamer.inference.runner.InferenceRunner` batches the windows of every stream
+through the model; each result becomes a typed
+:class:`~streamer.predictions.Prediction` (``seq`` per stream, a lost window a gap) that
+the :class:`~streamer.sinks.fanout.Fanout` hands to every sink, with the statuses, the
+streams' states and the periodic stats. The streams run under one task group.
 
 ``Node.run()`` returns when every source has ended (after the last window is published
-and the outbox is empty) or when ``stop()`` is called (SIGINT/SIGTERM): then it drains,
-stops the sources, flushes the windows, empties the outbox within ``shutdown_timeout``
-and publishes ``stopped``.
+and the sinks are drained) or when ``stop()`` is called (SIGINT/SIGTERM/SIGHUP): then it
+stops the sources, flushes the windows, drains the sinks within ``shutdown_timeout``
+and leaves them (MQTT: ``stopped``). Its value is the exit code: 1 when a sink lost what
+it had promised to keep (the spool on a full disk), else 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamer.clock import NODE_CLOCK, Clock
-from streamer.config import Config
+from streamer.config import Config, StreamConfig
 from streamer.errors import RejectedInput
 from streamer.frames import Modality, TextEvent, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.pipeline.worker import StreamWorker
-from streamer.predictions import PredictionBuilder, encode, new_run_id
-from streamer.sinks.announce import announced, run_available
-from streamer.sinks.broker import EmbeddedBroker
-from streamer.sinks.mqtt import MqttPublisher
+from streamer.predictions import PredictionBuilder, new_run_id
+from streamer.sinks.base import Sink, StatsReport, Status, StreamState
+from streamer.sinks.broker import broker_for
+from streamer.sinks.fanout import Fanout
+from streamer.sinks.file import FileSink
+from streamer.sinks.mqtt_sink import MqttSink
 from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
+from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
 from streamer.sources.text import parse_text_event
@@ -37,7 +53,6 @@ from streamer.stats import Stats
 from streamer.web.events import LiveEvents
 
 if TYPE_CHECKING:
-    from streamer.web.metrics import Metrics
     from streamer.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -51,132 +66,59 @@ class Node:
         clock: Clock = NODE_CLOCK,
         loaded: LoadedModel | None = None,
         worker: int | None = None,
+        sinks: list[Sink] | None = None,
+        sources: Callable[[StreamConfig], list[Source]] | None = None,
     ):
+        """``sinks``: in place of those the config names (MQTT, file); ``sources``: opens
+        a stream's sources in place of its URLs (a test's fakes)."""
         self.cfg = cfg
         self.clock = clock
         self.worker = worker  # one of several processes (--workers): no "available" of its own
         self.run_id = new_run_id()
         self.loaded = loaded or load_model(cfg.model, cfg.window)
         self.stats = Stats([s.id for s in cfg.streams])
+        self.builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
         self._stop = asyncio.Event()
         self.published = 0
-        self.undelivered = 0
         self._workers: dict[str, StreamWorker] = {}
         self._text_in: MqttTextInput | None = None
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
-        self.metrics: Metrics | None = None
         self.web: WebServer | None = None
         self._webrtc_rejected: dict[str, Counter[str]] = {s.id: Counter() for s in cfg.streams}
-        self._spool = Spool(cfg.mqtt.outbox_dir) if cfg.mqtt.outbox_dir is not None else None
-        if self._spool is not None:
-            self._spool.open()  # ConfigError (exit 2) when another process holds it
+        self.sinks = Fanout(sinks or ())
+        self._own_sinks = sinks is None
+        self._open_sources = sources
+        self._spool: Spool | None = None
+        if self._own_sinks:  # opened here: a spool or file it cannot take is exit 2
+            if cfg.mqtt.outbox_dir is not None:
+                self._spool = Spool(cfg.mqtt.outbox_dir)
+                self._spool.open()  # ConfigError when another process holds it
+            if cfg.sinks.file is not None:
+                self.sinks.sinks.append(FileSink(cfg.sinks.file))
 
     def stop(self) -> None:
         self._stop.set()
 
-    @contextlib.asynccontextmanager
-    async def _broker(self) -> AsyncIterator[Config]:
-        """An embedded broker when ``mqtt.url`` is ``embedded``; the config pointed at it."""
-        if not self.cfg.mqtt.embedded:
-            yield self.cfg
-            return
-        port = None if self.cfg.mqtt.url == "embedded" else self.cfg.mqtt.port
-        async with EmbeddedBroker(port=port) as broker:
-            log.info("embedded MQTT broker on %s", broker.url)
-            mqtt = self.cfg.mqtt.model_copy(update={"url": broker.url})
-            yield self.cfg.model_copy(update={"mqtt": mqtt})
+    @property
+    def client_id(self) -> str:
+        cid = self.cfg.mqtt.client_id or f"streamer-{self.cfg.node}-{self.run_id[:8]}"
+        # a fixed client_id must differ between workers
+        return cid if self.worker is None else f"{cid}-w{self.worker}"
 
     async def run(self) -> int:
-        async with self._broker() as cfg:
-            topics = Topics(cfg.mqtt.prefix, cfg.node, cfg.mqtt.discovery_prefix)
-            spec = self.loaded.spec
-            builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
-            cid = cfg.mqtt.client_id or f"streamer-{cfg.node}-{self.run_id[:8]}"
-            if self.worker is not None:
-                cid += f"-w{self.worker}"  # a fixed client_id must differ between workers
-            fusion = self.loaded.make_fusion()
-            # the node drains for shutdown_timeout itself: closing then waits no longer
-            publisher = MqttPublisher(
-                cfg.mqtt, topics, client_id=cid, close_timeout=0.0, spool=self._spool,
-                announce=self.worker is None,
-            )  # fmt: skip
-
-            def status(stream: str, modality: Modality, online: bool) -> None:
-                publisher.set_retained(
-                    topics.status(stream, modality), "online" if online else "offline"
-                )
-
-            async def on_result(r: Result) -> None:
-                now = self.clock.now_ns()
-                payload = builder.build(r.window, r.probs, inference_ms=r.inference_ms, now_ns=now)
-                publisher.enqueue(topics.prediction(r.window.stream), encode(payload), cfg.mqtt.qos)
-                if builder.label_changed(r.window.stream, payload["label"]):
-                    publisher.set_retained(topics.label(r.window.stream), payload["label"])
-                st = self.stats[r.window.stream]
-                st.windows_out += 1
-                e2p = payload["latency_ms"]["end_to_publish"]
-                st.latency_ms.append(e2p)
-                st.inference_ms.append(r.inference_ms)
-                self.published += 1
-                if self.web is not None:
-                    self.events.publish(r.window.stream, encode(payload))
-                if self.metrics is not None:
-                    self.metrics.observe(r.window.stream, r.inference_ms, e2p)
-
-            def on_drop(w: Window, place: str) -> None:
-                self.stats[w.stream].dropped[place] += 1
-                if place != "result_error":  # a failed result had taken its seq already
-                    builder.skip(w.stream)  # the loss shows as a gap in seq
-
+        async with broker_for(self.cfg.mqtt) as mqtt:
+            cfg = self.cfg.model_copy(update={"mqtt": mqtt})
+            if self._own_sinks:
+                self.sinks.sinks.insert(0, self._mqtt_sink(cfg))
             runner_cm = InferenceRunner(
-                fusion, spec, cfg.model, on_result, device=self.loaded.device, on_drop=on_drop
-            )
-            async with publisher, runner_cm as runner:
-                workers = self._workers
-                routes: dict[str, str] = {}
-                for s in cfg.streams:
-                    text_topics = s.text_topics(cfg.mqtt.prefix, cfg.node)
-                    for t in text_topics:
-                        routes[t] = s.id
-                    workers[s.id] = StreamWorker(
-                        s,
-                        window=cfg.window,
-                        spec=spec,
-                        clock=self.clock,
-                        sources=open_sources(s, spec=spec, clock=self.clock, webrtc=self.webrtc),
-                        text_topics=text_topics,
-                        runner=runner,
-                        stats=self.stats[s.id],
-                        status=status,
-                    )
-                    for m in workers[s.id].modalities:
-                        status(s.id, m, False)
-
-                def on_text(ev: TextEvent) -> None:
-                    w = workers.get(ev.stream)
-                    if w is not None:
-                        w.push_text(ev)
-
-                def on_text_state(connected: bool) -> None:
-                    for w in workers.values():
-                        w.set_text_live(connected)
-
-                text_in = MqttTextInput(
-                    cfg.mqtt,
-                    routes,
-                    clock=self.clock,
-                    on_event=on_text,
-                    on_state=on_text_state,
-                    client_id=f"{cid}-text",
-                )
-                self._text_in = text_in
-                async with (
-                    text_in,
-                    self._web(cfg, publisher, on_text),
-                    self._announce(cfg, publisher, topics, cid),
-                ):
-                    ended = await self._run_workers(list(workers.values()), publisher, topics)
+                self.loaded.make_fusion(), self.loaded.spec, cfg.model, self._on_result,
+                device=self.loaded.device, on_drop=self._on_drop,
+            )  # fmt: skip
+            async with self.sinks, runner_cm as runner:
+                workers = self._streams(cfg, runner)
+                async with self._text_input(cfg), self._web(cfg):
+                    ended = await self._run_workers(list(workers.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
                     for w in workers.values():
@@ -185,47 +127,101 @@ class Node:
                 log.debug("shutdown: inference drained")
                 for w in workers.values():
                     for m in w.modalities:
-                        status(w.id, m, False)
-                self._publish_stats(publisher, topics)
-                left = await publisher.drain(cfg.shutdown_timeout)
-                self.undelivered = publisher.pending_predictions()
-                log.debug("shutdown: outbox drained, %d left", left)
-                for sid, n in sorted(builder.counts().items()):
-                    lost = builder.skipped(sid)
-                    log.info("stream %s: %d predictions, seq 0-%d, run %s", sid, n - lost,
-                             n - 1, self.run_id)  # fmt: skip
-                    if lost:
-                        log.warning("stream %s: %d windows lost after alignment (gaps in seq; "
-                                    "stats dropped_by says where)", sid, lost)  # fmt: skip
-            log.debug("shutdown: publisher closed")
-        return self._report_undelivered(publisher)
+                        self._status(w.id, m, False)
+                self.sinks.publish(StatsReport(self.snapshot()))
+                left = await self.sinks.drain(cfg.shutdown_timeout)
+                log.debug("shutdown: sinks drained, %d predictions left", left)
+                self._log_counts()
+            log.debug("shutdown: sinks closed")
+        return 1 if self.sinks.failed else 0
 
-    def _report_undelivered(self, publisher: MqttPublisher) -> int:
-        """Say what shutdown could not deliver; the exit code: 1 when the configured
-        spool failed to keep some of it (a disk read-only or full), else 0."""
-        if publisher.spool is not None:
-            publisher.spool.close()
-            if publisher.spooled:
-                log.warning(
-                    "%d predictions not delivered yet: spooled to %s, sent first at the next start",
-                    publisher.spooled, publisher.spool.path,
-                )  # fmt: skip
-            self.undelivered = publisher.spool_lost
-            return 1 if publisher.spool_lost else 0
-        if self.undelivered:
-            log.error("%d predictions were not delivered before shutdown", self.undelivered)
-        return 0
+    def _mqtt_sink(self, cfg: Config) -> MqttSink:
+        topics = Topics(cfg.mqtt.prefix, cfg.node, cfg.mqtt.discovery_prefix)
+        return MqttSink(
+            cfg.mqtt, topics, client_id=self.client_id, streams=[s.id for s in cfg.streams],
+            spool=self._spool, announce=self.worker is None,
+        )  # fmt: skip
+
+    def _streams(self, cfg: Config, runner: InferenceRunner) -> dict[str, StreamWorker]:
+        for s in cfg.streams:
+            w = StreamWorker(
+                s,
+                window=cfg.window,
+                spec=self.loaded.spec,
+                clock=self.clock,
+                sources=self._sources_of(s),
+                text_topics=s.text_topics(cfg.mqtt.prefix, cfg.node),
+                runner=runner,
+                stats=self.stats[s.id],
+                status=self._status,
+            )
+            self._workers[s.id] = w
+            for m in w.modalities:
+                self._status(s.id, m, False)
+        return self._workers
+
+    def _sources_of(self, s: StreamConfig) -> list[Source]:
+        if self._open_sources is not None:
+            return self._open_sources(s)
+        return open_sources(s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc)
+
+    # -- what flows to the sinks ---------------------------------------------------------
+    def _status(self, stream: str, modality: Modality, online: bool) -> None:
+        self.sinks.publish(Status(stream, modality, online))
+
+    async def _on_result(self, r: Result) -> None:
+        p = self.builder.build(
+            r.window, r.probs, inference_ms=r.inference_ms, now_ns=self.clock.now_ns()
+        )
+        self.sinks.publish(p)
+        st = self.stats[r.window.stream]
+        st.windows_out += 1
+        st.latency_ms.append(p.end_to_publish_ms)
+        st.inference_ms.append(r.inference_ms)
+        self.published += 1
+
+    def _on_drop(self, w: Window, place: str) -> None:
+        self.stats[w.stream].dropped[place] += 1
+        if place != "result_error":  # a failed result had taken its seq already
+            self.builder.skip(w.stream)  # the loss shows as a gap in seq
+
+    def _log_counts(self) -> None:
+        for sid, n in sorted(self.builder.counts().items()):
+            lost = self.builder.skipped(sid)
+            log.info("stream %s: %d predictions, seq 0-%d, run %s", sid, n - lost, n - 1,
+                     self.run_id)  # fmt: skip
+            if lost:
+                log.warning("stream %s: %d windows lost after alignment (gaps in seq; "
+                            "stats dropped_by says where)", sid, lost)  # fmt: skip
+
+    # -- the inputs beside the sources ---------------------------------------------------
+    def _push_text(self, ev: TextEvent) -> None:
+        w = self._workers.get(ev.stream)
+        if w is not None:
+            w.push_text(ev)
+
+    def _text_input(self, cfg: Config) -> MqttTextInput:
+        routes = {t: s.id for s in cfg.streams for t in s.text_topics(cfg.mqtt.prefix, cfg.node)}
+
+        def on_state(connected: bool) -> None:
+            for w in self._workers.values():
+                w.set_text_live(connected)
+
+        self._text_in = MqttTextInput(
+            cfg.mqtt, routes, clock=self.clock, on_event=self._push_text, on_state=on_state,
+            client_id=f"{self.client_id}-text",
+        )  # fmt: skip
+        return self._text_in
 
     @contextlib.asynccontextmanager
-    async def _web(
-        self, cfg: Config, publisher: MqttPublisher, on_text: Callable[[TextEvent], None]
-    ) -> AsyncIterator[None]:
+    async def _web(self, cfg: Config) -> AsyncIterator[None]:
         """The HTTP server (WHIP, page, /events, /metrics, /healthz) when configured."""
         if cfg.http is None or self.webrtc is None:
             yield
             return
         from streamer.web.metrics import Metrics  # aiohttp, aiortc, prometheus: lazy
         from streamer.web.server import StreamInfo, WebServer
+        from streamer.web.sinks import LiveEventsSink, MetricsSink
         from streamer.web.whip import WhipSessions
 
         def on_webrtc_text(stream: str, payload: bytes) -> None:
@@ -235,15 +231,18 @@ class Node:
                 self._webrtc_rejected[stream][e.kind] += 1
                 log.debug("stream %s: rejected a data-channel text event (%s)", stream, e)
                 return
-            on_text(ev)
+            self._push_text(ev)
 
         whip = WhipSessions(
             self.webrtc, spec=self.loaded.spec, clock=self.clock,
             ice_servers=cfg.http.ice_servers, on_text=on_webrtc_text,
         )  # fmt: skip
-        self.metrics = Metrics(
-            self.stats, refresh=self._refresh_stats, outbox_depth=lambda: publisher.depth,
-            connected=lambda: publisher.connected, peers=lambda: len(whip.sessions),
+        mqtt = next((s for s in self.sinks.sinks if isinstance(s, MqttSink)), None)
+        metrics = Metrics(
+            self.stats, refresh=self._refresh_stats,
+            outbox_depth=lambda: mqtt.publisher.depth if mqtt is not None else 0,
+            connected=lambda: mqtt.publisher.connected if mqtt is not None else False,
+            peers=lambda: len(whip.sessions),
         )  # fmt: skip
         infos = [
             StreamInfo(
@@ -256,38 +255,26 @@ class Node:
         ]
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
-            whip=whip, events=self.events, metrics=self.metrics,
+            whip=whip, events=self.events, metrics=metrics,
         )  # fmt: skip
         await web.start()
         self.web = web
+        web_sinks: list[Sink] = [LiveEventsSink(self.events), MetricsSink(metrics)]
+        self.sinks.sinks.extend(web_sinks)
         try:
             yield
         finally:
+            for s in web_sinks:
+                self.sinks.sinks.remove(s)
             self.web = None
             await web.stop()
 
-    def _announce(
-        self, cfg: Config, publisher: MqttPublisher, topics: Topics, cid: str
-    ) -> contextlib.AbstractAsyncContextManager[object]:
-        """Home Assistant discovery and clearing what removed streams left retained: the
-        job of the process owning ``available`` (a --workers supervisor does it)."""
-        if self.worker is not None:
-            return contextlib.nullcontext()
-        ids = [s.id for s in cfg.streams]
-        return announced(cfg.mqtt, topics, publisher, ids, client_id=f"{cid}-scan")
-
-    async def _run_workers(
-        self, workers: list[StreamWorker], publisher: MqttPublisher, topics: Topics
-    ) -> bool:
-        """Run the workers until all end (True) or stop() is called (False)."""
+    # -- the streams' tasks --------------------------------------------------------------
+    async def _run_workers(self, workers: list[StreamWorker]) -> bool:
+        """Run the streams until all end (True) or stop() is called (False)."""
         async with asyncio.TaskGroup() as tg:
-            stats_task = tg.create_task(self._stats_loop(publisher, topics), name="stats")
-            runs = [
-                tg.create_task(
-                    run_available(publisher, topics, w.id, w.run()), name=f"stream-{w.id}"
-                )  # P/N/S/available: online while the stream runs
-                for w in workers
-            ]
+            stats_task = tg.create_task(self._stats_loop(), name="stats")
+            runs = [tg.create_task(self._run_stream(w), name=f"stream-{w.id}") for w in workers]
             stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")
             pending: set[asyncio.Task[None]] = set(runs)
             while pending and not stop.done():
@@ -298,13 +285,18 @@ class Node:
                 t.cancel()
         return ended
 
-    async def _stats_loop(self, publisher: MqttPublisher, topics: Topics) -> None:
+    async def _run_stream(self, w: StreamWorker) -> None:
+        """``online`` while the stream runs, ``stopped`` once it ended or was cancelled."""
+        self.sinks.publish(StreamState(w.id, "online"))
+        try:
+            await w.run()
+        finally:
+            self.sinks.publish(StreamState(w.id, "stopped"))
+
+    async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.mqtt.stats_interval)
-            self._publish_stats(publisher, topics)
-
-    def _publish_stats(self, publisher: MqttPublisher, topics: Topics) -> None:
-        publisher.enqueue(topics.stats, json.dumps(self.snapshot()).encode(), 0)
+            self.sinks.publish(StatsReport(self.snapshot()))
 
     def _refresh_stats(self) -> None:
         """Copy the counters kept elsewhere (aligner, sources, text inputs) into ``stats``."""
@@ -320,7 +312,7 @@ class Node:
                     st.dropped["text_queue"] = self._text_in.discarded[sid]
             st.rejected = rejected
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, Any]:
         """The stats message: counters since start, rates since the previous snapshot."""
         self._refresh_stats()
         return {
@@ -329,4 +321,5 @@ class Node:
             "run": self.run_id,
             "ts": self.clock.now_ns() / 1e9,
             "streams": self.stats.snapshot(),
+            "sinks": self.sinks.counters(),
         }

@@ -56,7 +56,9 @@ class StreamWorker:
         runner: InferenceRunner,
         stats: StreamStats,
         status: StatusFn,
+        backoff: Callable[[], Backoff] = lambda: Backoff(base=0.2, cap=REOPEN_CAP_S),
     ) -> None:
+        """``backoff`` makes each source's reopen backoff (a test's waits on a fake clock)."""
         self.id = cfg.id
         self.cfg = cfg
         self._clock = clock
@@ -64,6 +66,7 @@ class StreamWorker:
         self._runner = runner
         self._stats = stats
         self._status = status
+        self._backoff = backoff
         self.modalities = configured_modalities(cfg, text_topics)
         self.aligner = StreamAligner(
             cfg.id,
@@ -119,7 +122,7 @@ class StreamWorker:
 
     async def _read(self, src: Source) -> None:
         # full jitter up to 2 s: a sender that comes back is read again within ~2 s + probe
-        backoff = Backoff(base=0.2, cap=REOPEN_CAP_S)
+        backoff = self._backoff()
         try:
             while True:
                 try:

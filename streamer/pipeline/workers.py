@@ -14,18 +14,16 @@ not one that exits 2, a config error) and, on SIGINT/SIGTERM, stops them all and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 
 from streamer.backoff import Backoff
 from streamer.config import Config
 from streamer.errors import ConfigError
 from streamer.sinks.announce import announced, streams_offline
-from streamer.sinks.broker import EmbeddedBroker
+from streamer.sinks.broker import broker_for
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
 
@@ -59,19 +57,9 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
 
-    @contextlib.asynccontextmanager
-    async def _broker(self) -> AsyncIterator[str]:
-        if not self.cfg.mqtt.embedded:
-            yield self.cfg.mqtt.url
-            return
-        port = None if self.cfg.mqtt.url == "embedded" else self.cfg.mqtt.port
-        async with EmbeddedBroker(port=port) as broker:
-            log.info("embedded MQTT broker on %s", broker.url)
-            yield broker.url
-
     async def run(self) -> int:
-        async with self._broker() as url:
-            mqtt = self.cfg.mqtt.model_copy(update={"url": url})
+        async with broker_for(self.cfg.mqtt) as mqtt:
+            url = mqtt.url
             topics = Topics(mqtt.prefix, self.cfg.node, mqtt.discovery_prefix)
             cid = f"streamer-{self.cfg.node}-supervisor-{os.getpid()}"
             ids = [s.id for s in self.cfg.streams]

@@ -1,18 +1,17 @@
-"""Sinks: where predictions go. MQTT is the one output (topics in DESIGN.md).
+"""Sinks: where a node's predictions, statuses and stats go.
 
-    topics      topic names of the contract
-    outbox      the bounded, drop-oldest queue of messages awaiting the broker's ack
+    base        the Sink interface, its events, BufferedSink (a sink with a slow destination)
+    fanout      every event to each sink; one failing sink costs only itself
+    mqtt_sink   MqttSink: the contract's topics (DESIGN.md), label on change, discovery
     mqtt        MqttPublisher: outbox + Last Will + reconnect loop with backoff
+    outbox      the bounded, drop-oldest queue of messages awaiting the broker's ack
+    spool       the outbox kept on disk across restarts (SQLite)
+    topics      topic names of the contract
     discovery   Home Assistant discovery payloads
     announce    per-stream availability, discovery, clearing what removed streams left
-                retained (imported by the node, not here)
-    broker      EmbeddedBroker: an in-process broker for ``mqtt.url: embedded`` (amqtt;
-                imported on demand, not here)
+    file        FileSink: predictions as JSON lines in a rotating file
+    settings    the ``sinks:`` config section
+    broker      EmbeddedBroker: an in-process broker for ``mqtt.url: embedded`` (amqtt)
+
+Nothing is imported here: the config imports ``settings`` alone.
 """
-
-from streamer.sinks.discovery import ha_label_config
-from streamer.sinks.mqtt import MqttPublisher
-from streamer.sinks.outbox import Message, Outbox
-from streamer.sinks.topics import Topics
-
-__all__ = ["Message", "MqttPublisher", "Outbox", "Topics", "ha_label_config"]

@@ -8,11 +8,14 @@ retained messages in memory while it runs; it is meant for one machine, not a fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
 
+from streamer.config import MqttConfig
 from streamer.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -117,3 +120,16 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def broker_for(cfg: MqttConfig) -> AsyncIterator[MqttConfig]:
+    """``cfg`` itself, or, where ``mqtt.url`` is ``embedded``, an embedded broker for the
+    block and ``cfg`` pointed at it."""
+    if not cfg.embedded:
+        yield cfg
+        return
+    port = None if cfg.url == "embedded" else cfg.port
+    async with EmbeddedBroker(port=port) as broker:
+        log.info("embedded MQTT broker on %s", broker.url)
+        yield cfg.model_copy(update={"url": broker.url})
