@@ -69,8 +69,9 @@ class ListSource:
         self._items = list(session)
 
     async def recv(self) -> Item:
-        while self._items and isinstance(self._items[0], asyncio.Event):
-            await self._items.pop(0).wait()
+        while self._items and isinstance(silence := self._items[0], asyncio.Event):
+            await silence.wait()
+            self._items.pop(0)
         if not self._items:
             raise SourceEnded("list exhausted")
         item = self._items.pop(0)
