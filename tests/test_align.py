@@ -13,15 +13,7 @@ from hypothesis import strategies as st
 
 from streamer.align import StreamAligner
 from streamer.align.samples import SampleBuffer
-from streamer.align.windows import (
-    check_grid,
-    cover_starts,
-    first_cover_start,
-    last_cover_start,
-    sample_index,
-    sample_time_ns,
-    slot_index,
-)
+from streamer.align.windows import check_grid, cover_starts, first_cover_start, last_cover_start
 from streamer.errors import ConfigError
 from streamer.frames import (
     NS,
@@ -33,6 +25,7 @@ from streamer.frames import (
     modality_of,
 )
 from streamer.testing import FakeClock
+from streamer.timebase import sample_index, sample_time_ns, slot_index
 
 MS = NS // 1000
 T0 = FakeClock().now_ns()  # a whole number of seconds: a window start for every hop used
