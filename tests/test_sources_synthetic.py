@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
@@ -116,3 +119,19 @@ def test_scripted_text_is_deterministic() -> None:
     assert a != list(itertools.islice(scripted_text(8), 50))
     assert all(isinstance(s, str) and s for s in a)
     assert len(set(a)) > 10
+
+
+def test_sources_import_neither_the_aligner_nor_the_data_sets() -> None:
+    """Sources share the slot rule with the aligner through streamer.timebase and find
+    synthetic generators by name (streamer.generators), importing neither side."""
+    code = (
+        "import importlib, pkgutil, sys, streamer.sources as s\n"
+        "for m in pkgutil.iter_modules(s.__path__):\n"
+        "    importlib.import_module('streamer.sources.' + m.name)\n"
+        "print(*(m for m in sys.modules if m.startswith(('streamer.align', 'streamer.datasets'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []
