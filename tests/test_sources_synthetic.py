@@ -1,9 +1,8 @@
-"""Synthetic sources: deterministic content, wall-clock pacing, URL errors, scripted text."""
+"""Synthetic sources: deterministic content, wall-clock pacing, URL errors, layering."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
 from streamer.errors import SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, VideoFrame
-from streamer.sources.synthetic import SyntheticSource, scripted_text
+from streamer.sources.synthetic import SyntheticSource
 from streamer.testing import FakeClock
 
 SPEC = ModelSpec()
@@ -111,14 +110,6 @@ def test_url_errors(url: str, video: bool, audio: bool, problem: str) -> None:
     with pytest.raises(SourceOpenError) as e:
         SyntheticSource(url, video=video, audio=audio, spec=SPEC)
     assert str(e.value).startswith(f"{url}: {problem}")
-
-
-def test_scripted_text_is_deterministic() -> None:
-    a = list(itertools.islice(scripted_text(7), 50))
-    assert a == list(itertools.islice(scripted_text(7), 50))
-    assert a != list(itertools.islice(scripted_text(8), 50))
-    assert all(isinstance(s, str) and s for s in a)
-    assert len(set(a)) > 10
 
 
 def test_sources_import_neither_the_aligner_nor_the_data_sets() -> None:

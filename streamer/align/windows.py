@@ -28,13 +28,6 @@ def last_cover_start(t_ns: int, hop_ns: int) -> int:
     return (t_ns // hop_ns) * hop_ns
 
 
-def cover_starts(t_ns: int, length_ns: int, hop_ns: int) -> range:
-    """The starts of all windows that cover ``t_ns``, in order (``length // hop`` of them)."""
-    return range(
-        first_cover_start(t_ns, length_ns, hop_ns), last_cover_start(t_ns, hop_ns) + 1, hop_ns
-    )
-
-
 def check_grid(length_ns: int, hop_ns: int, fps: int, audio_rate: int) -> None:
     """Raise :class:`ConfigError` unless windows line up with video slots and audio samples."""
     if fps <= 0 or NS % fps:

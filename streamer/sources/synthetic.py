@@ -21,8 +21,6 @@ like a camera's demuxer thread would): each item is stamped at its scheduled
 time and :meth:`SyntheticSource.recv` sleeps until that time (until the end of an audio
 chunk, when its last sample would have been captured). A consumer more than ``max_lag_s``
 behind skips items, counted in ``dropped``, as a capture device would.
-
-:func:`scripted_text` is a deterministic sentence generator for demo text events.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,30 +337,6 @@ class SyntheticSource:
 
     async def close(self) -> None:
         self._closed = True
-
-
-_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_TEMPLATES = (
-    "the number is {w}",
-    "I think it is a {w}",
-    "this looks like {d}",
-    "{w}",
-    "probably {w}, maybe",
-    "digit {d} on screen",
-    "somebody said {w}",
-    "no idea what this is",
-    "that is not a {w2}",
-)
-
-
-def scripted_text(seed: int = 0) -> Iterator[str]:
-    """An endless, deterministic stream of short sentences about digits."""
-    rng = random.Random(seed)
-    while True:
-        d = rng.randrange(10)
-        d2 = (d + rng.randrange(1, 10)) % 10
-        template = rng.choice(_TEMPLATES)
-        yield template.format(w=_DIGITS[d], d=d, w2=_DIGITS[d2])
 
 
 def avdigits_text(seed: int = 0, start_s: float | None = None) -> Iterator[tuple[float, str]]:
