@@ -30,7 +30,6 @@ from streamer.sinks.settings import SinksConfig
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 VIDEO_SCHEMES = ("file", "udp", "rtsp", "http", "https", "srt", "v4l2", "synthetic", "webrtc")
 AUDIO_SCHEMES = (*VIDEO_SCHEMES, "mic")
-LIVE_SCHEMES = ("udp", "rtsp", "http", "https", "srt", "v4l2", "mic", "synthetic", "webrtc")
 
 
 def _check_id(value: str) -> str:
@@ -306,10 +305,6 @@ class StreamConfig(_Model):
 
     def text_topics(self, prefix: str, node: str) -> list[str]:
         return list(self.text) if self.text is not None else [f"{prefix}/{node}/{self.id}/text"]
-
-    @property
-    def shared_container(self) -> bool:
-        return self.video is not None and self.video == self.audio
 
 
 def split_listen(v: str) -> tuple[str, int]:

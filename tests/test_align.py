@@ -13,15 +13,7 @@ from hypothesis import strategies as st
 
 from streamer.align import StreamAligner
 from streamer.align.samples import SampleBuffer
-from streamer.align.windows import (
-    check_grid,
-    cover_starts,
-    first_cover_start,
-    last_cover_start,
-    sample_index,
-    sample_time_ns,
-    slot_index,
-)
+from streamer.align.windows import check_grid, first_cover_start, last_cover_start
 from streamer.errors import ConfigError
 from streamer.frames import (
     NS,
@@ -33,12 +25,20 @@ from streamer.frames import (
     modality_of,
 )
 from streamer.testing import FakeClock
+from streamer.timebase import sample_index, sample_time_ns, slot_index
 
 MS = NS // 1000
 T0 = FakeClock().now_ns()  # a whole number of seconds: a window start for every hop used
 HOUR = 3600 * NS
 ALL: tuple[Modality, ...] = ("video", "audio", "text")
 HALF_SLOT = NS // 8  # half a video slot at the aligner's 4 fps
+
+
+def cover_starts(t_ns: int, length_ns: int, hop_ns: int) -> range:
+    """The starts of all windows that cover ``t_ns``, in order (``length // hop`` of them)."""
+    return range(
+        first_cover_start(t_ns, length_ns, hop_ns), last_cover_start(t_ns, hop_ns) + 1, hop_ns
+    )
 
 
 def aligner(

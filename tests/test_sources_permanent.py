@@ -21,6 +21,7 @@ from media import make_clip
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
 from streamer.config import StreamConfig, WindowConfig
+from streamer.datasets.avdigits import speech
 from streamer.errors import SourceOpenError, SourcePermanentError
 from streamer.frames import Modality, Window
 from streamer.pipeline.worker import StreamWorker
@@ -206,6 +207,12 @@ async def test_a_missing_sounddevice_is_permanent(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SourcePermanentError, match="sounddevice is not installed"):
         await src.open()
     await src.close()
+
+
+def test_a_missing_espeak_ng_is_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(SourcePermanentError, match="espeak-ng is not installed"):
+        SyntheticSource("synthetic:avdigits", video=True, audio=True, spec=SPEC)
 
 
 def test_an_unknown_camera_option_is_permanent() -> None:

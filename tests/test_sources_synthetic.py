@@ -1,18 +1,20 @@
-"""Synthetic sources: deterministic content, wall-clock pacing, URL errors, scripted text."""
+"""Synthetic sources: deterministic content, wall-clock pacing, URL errors, layering."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK
 from streamer.errors import SourceOpenError
 from streamer.frames import NS, AudioChunk, Item, VideoFrame
-from streamer.sources.synthetic import SyntheticSource, scripted_text
+from streamer.sources.synthetic import SyntheticSource
 from streamer.testing import FakeClock
 
 SPEC = ModelSpec()
@@ -110,9 +112,17 @@ def test_url_errors(url: str, video: bool, audio: bool, problem: str) -> None:
     assert str(e.value).startswith(f"{url}: {problem}")
 
 
-def test_scripted_text_is_deterministic() -> None:
-    a = list(itertools.islice(scripted_text(7), 50))
-    assert a == list(itertools.islice(scripted_text(7), 50))
-    assert a != list(itertools.islice(scripted_text(8), 50))
-    assert all(isinstance(s, str) and s for s in a)
-    assert len(set(a)) > 10
+def test_sources_import_neither_the_aligner_nor_the_data_sets() -> None:
+    """Sources share the slot rule with the aligner through streamer.timebase and find
+    synthetic generators by name (streamer.generators), importing neither side."""
+    code = (
+        "import importlib, pkgutil, sys, streamer.sources as s\n"
+        "for m in pkgutil.iter_modules(s.__path__):\n"
+        "    importlib.import_module('streamer.sources.' + m.name)\n"
+        "print(*(m for m in sys.modules if m.startswith(('streamer.align', 'streamer.datasets'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == []

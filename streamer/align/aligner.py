@@ -50,16 +50,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streamer.align.samples import SampleBuffer
-from streamer.align.windows import (
-    check_grid,
-    first_cover_start,
-    frame_rank,
-    last_cover_start,
-    sample_index,
-    sample_time_ns,
-    slot_index,
-    slot_ns,
-)
+from streamer.align.windows import check_grid, first_cover_start, last_cover_start
 from streamer.errors import ConfigError
 from streamer.frames import (
     MODALITIES,
@@ -72,6 +63,7 @@ from streamer.frames import (
     Window,
     modality_of,
 )
+from streamer.timebase import frame_rank, sample_index, sample_time_ns, slot_index, slot_ns
 
 TEXT_EVENTS_PER_S = 100  # the text buffer holds this many events per second of max_buffer_s
 

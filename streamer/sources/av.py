@@ -35,7 +35,6 @@ import numpy as np
 import numpy.typing as npt
 
 from models.spec import ModelSpec
-from streamer.align.windows import frame_rank, slot_index, slot_ns
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
@@ -52,6 +51,7 @@ from streamer.sources.base import DEFAULT_QUEUE
 from streamer.sources.clockmap import PtsMapper
 from streamer.sources.convert import AudioConverter, video_to_rgb
 from streamer.sources.handoff import Handoff
+from streamer.timebase import frame_rank, slot_index, slot_ns
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ At most 7680x4320 (8K UHD), 0.01-120 fps, 20 kHz and a 32-bit seed: beyond these
 is a :class:`~streamer.errors.SourcePermanentError`, found by :func:`synthetic_options`
 before anything is allocated.
 
-``avdigits`` is on the epoch clock: the frame stamped ``pts_ns`` shows the AV-digits
-content at time ``pts_ns`` (:mod:`streamer.datasets.avdigits.live`, held-out images and
-voices), so the truth of any window follows from its start alone (:func:`avdigits_label`);
-:func:`avdigits_text` yields the matching text events for a publisher.
+``avdigits`` (and any other generator :mod:`streamer.generators` names) is on the epoch
+clock: the frame stamped ``pts_ns`` shows the generator's content at time ``pts_ns``
+(AV-digits: held-out images and voices), so the truth of any window follows from its
+start alone (:func:`avdigits_label`); :func:`avdigits_text` yields the matching text
+events for a publisher. The generator is imported when a URL first names it.
 
 Frames are drawn at ``size`` and converted once to the model's size, like a camera's.
 Paced by the wall clock with asyncio (a frame is drawn and scaled in a worker thread,
@@ -20,8 +21,6 @@ like a camera's demuxer thread would): each item is stamped at its scheduled
 time and :meth:`SyntheticSource.recv` sleeps until that time (until the end of an audio
 chunk, when its last sample would have been captured). A consumer more than ``max_lag_s``
 behind skips items, counted in ``dropped``, as a capture device would.
-
-:func:`scripted_text` is a deterministic sentence generator for demo text events.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,19 +39,19 @@ import numpy.typing as npt
 
 from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
-from streamer.datasets.avdigits import live as avdigits
-from streamer.datasets.avdigits.speech import EspeakMissing, require_espeak
-from streamer.errors import SourceError, SourcePermanentError
+from streamer.errors import SourceError, SourcePermanentError, StreamerError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
+from streamer.generators import GENERATORS, Generator, generator
 from streamer.sources.convert import rgb_to_frame, video_to_rgb
 
+_AV: frozenset[Modality] = frozenset({"video", "audio"})
 KINDS: dict[str, frozenset[Modality]] = {
-    "": frozenset({"video", "audio"}),
+    "": _AV,
     "pattern": frozenset({"video"}),
     "tone": frozenset({"audio"}),
-    "avdigits": frozenset({"video", "audio"}),
+    **dict.fromkeys(GENERATORS, _AV),
 }
-NOT_FOR_AVDIGITS = ("size", "freq")
+NOT_FOR_GENERATORS = ("size", "freq")  # a generator draws at its own size, its own sound
 PARAMS = ("fps", "size", "freq", "seed")
 CHUNK_S = 0.02
 
@@ -123,13 +121,13 @@ def synthetic_options(url: str, modalities: frozenset[Modality]) -> SyntheticOpt
     missing = modalities - KINDS[kind]
     if missing:
         raise _bad(url, f"synthetic:{kind} has no {sorted(missing)[0]}")
-    if kind == "avdigits":
-        for key in NOT_FOR_AVDIGITS:
+    if kind in GENERATORS:
+        for key in NOT_FOR_GENERATORS:
             if key in params:
-                raise _bad(url, f"option {key!r} does not apply to avdigits")
+                raise _bad(url, f"option {key!r} does not apply to {kind}")
         try:
-            require_espeak()
-        except EspeakMissing as e:
+            generator(kind).check()
+        except StreamerError as e:
             raise _bad(url, str(e)) from e
     size = params.get("size", "320x240")
     m = _SIZE_RE.fullmatch(size)
@@ -233,15 +231,18 @@ class SyntheticSource:
         self.seed = opts.seed
         self.max_lag_ns = round(max_lag_s * NS)
         self.dropped = 0
+        self._generator: Generator | None = (
+            generator(self.kind) if self.kind in GENERATORS else None
+        )
         # drawn only when asked for: a background of size x 3 bytes
         self._pattern = (
             PatternGenerator(self.size, self.fps, self.seed)
-            if video and self.kind != "avdigits"
+            if video and self._generator is None
             else None
         )
         chunk = max(1, round(CHUNK_S * spec.audio_rate))
         self._tone = ToneGenerator(self.freq, spec.audio_rate, chunk, self.seed)
-        # avdigits: frame i is at epoch i / fps exactly (integer ns arithmetic)
+        # a generator: frame i is at epoch i / fps exactly (integer ns arithmetic)
         self._fps_q = Fraction(self.fps).limit_denominator(1000)
         self._t0: int | None = None
         self._vi = 0  # next video frame index
@@ -252,30 +253,31 @@ class SyntheticSource:
         """Start (or, after close(), restart) the signal at frame 0, now."""
         self._t0 = self.clock.now_ns()
         self._vi = self._aj = 0
-        if self.kind == "avdigits":  # the first frame / chunk at or after now
+        if self._generator is not None:  # the first frame / chunk at or after now
             q = self._fps_q
             self._vi = -(-self._t0 * q.numerator // (NS * q.denominator))
             self._aj = -(-self._t0 * self._tone.rate // (self._tone.chunk * NS))
-            # first use imports sklearn and runs espeak-ng: do it off the event loop
+            # first use may be slow (AV-digits imports sklearn and runs espeak-ng): do it
+            # off the event loop
             await asyncio.to_thread(self._picture, self._vi)
             await asyncio.to_thread(self._samples, self._aj)
         self._closed = False
 
     def _video_ns(self, i: int) -> int:
         assert self._t0 is not None
-        if self.kind == "avdigits":
+        if self._generator is not None:
             return i * NS * self._fps_q.denominator // self._fps_q.numerator
         return self._t0 + round(i * NS / self.fps)
 
     def _audio_ns(self, j: int) -> int:
         assert self._t0 is not None
-        if self.kind == "avdigits":
+        if self._generator is not None:
             return j * self._tone.chunk * NS // self._tone.rate
         return self._t0 + j * self._tone.chunk * NS // self._tone.rate
 
     def _picture(self, index: int) -> npt.NDArray[np.uint8]:
-        if self.kind == "avdigits":
-            return avdigits.frame_at(self.seed, self._video_ns(index))
+        if self._generator is not None:
+            return self._generator.frame_at(self.seed, self._video_ns(index))
         assert self._pattern is not None
         return self._pattern.frame(index)
 
@@ -283,9 +285,9 @@ class SyntheticSource:
         return video_to_rgb(rgb_to_frame(self._picture(index)), self.spec.image_size)
 
     def _samples(self, index: int) -> npt.NDArray[np.float32]:
-        if self.kind == "avdigits":
+        if self._generator is not None:
             n = self._tone.chunk
-            return avdigits.audio_at_rate(self.seed, index * n, n, self._tone.rate)
+            return self._generator.audio_at_rate(self.seed, index * n, n, self._tone.rate)
         return self._tone.chunk_at(index)
 
     def _next(self) -> tuple[str, int, int]:
@@ -337,38 +339,14 @@ class SyntheticSource:
         self._closed = True
 
 
-_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_TEMPLATES = (
-    "the number is {w}",
-    "I think it is a {w}",
-    "this looks like {d}",
-    "{w}",
-    "probably {w}, maybe",
-    "digit {d} on screen",
-    "somebody said {w}",
-    "no idea what this is",
-    "that is not a {w2}",
-)
-
-
-def scripted_text(seed: int = 0) -> Iterator[str]:
-    """An endless, deterministic stream of short sentences about digits."""
-    rng = random.Random(seed)
-    while True:
-        d = rng.randrange(10)
-        d2 = (d + rng.randrange(1, 10)) % 10
-        template = rng.choice(_TEMPLATES)
-        yield template.format(w=_DIGITS[d], d=d, w2=_DIGITS[d2])
-
-
 def avdigits_text(seed: int = 0, start_s: float | None = None) -> Iterator[tuple[float, str]]:
     """The text events of ``synthetic:avdigits?seed=N`` from ``start_s`` (epoch seconds,
     default now) on, endless: ``(epoch_seconds, text)``, in time order."""
     if start_s is None:
         start_s = NODE_CLOCK.now_ns() / NS
-    return avdigits.text_between(seed, start_s)
+    return generator("avdigits").text_between(seed, start_s)
 
 
 def avdigits_label(seed: int, t_s: float) -> str:
     """The true label ("0".."9") of ``synthetic:avdigits?seed=N`` at epoch time ``t_s``."""
-    return avdigits.label_at(seed, t_s)
+    return generator("avdigits").label_at(seed, t_s)

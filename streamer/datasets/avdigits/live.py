@@ -6,6 +6,9 @@ split, segment)``. Live content uses the test split (held-out images and voices)
 viewer computes the truth of any window from its start and end alone:
 ``label_at(seed, window_start)``. The clip generator draws with these same functions: the
 live stream at time t equals test clip k at ``t - k * clip_seconds`` for small t.
+
+:data:`GENERATOR` serves this content to ``synthetic:avdigits`` (see
+:mod:`streamer.generators`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy.typing as npt
 from streamer.datasets.avdigits import images, speech
 from streamer.datasets.avdigits.plan import plan_segment
 from streamer.datasets.avdigits.settings import DEFAULT, LIVE_SPLIT, NS, Settings, Split
+from streamer.generators import Generator
 
 F32 = npt.NDArray[np.float32]
 
@@ -99,3 +103,25 @@ def audio_at_rate(seed: int, first: int, count: int, rate: int, *, split: Split 
     base = audio_samples(seed, lo, hi - lo, split=split, settings=settings)
     pos = (np.arange(count, dtype=np.float64) + first) * (native / rate) - lo
     return np.interp(pos, np.arange(hi - lo), base).astype(np.float32)
+
+
+class LiveGenerator:
+    """The live test-split content at the default settings, for ``synthetic:avdigits``."""
+
+    def check(self) -> None:
+        speech.require_espeak()  # EspeakMissing
+
+    def frame_at(self, seed: int, t_ns: int) -> npt.NDArray[np.uint8]:
+        return frame_at(seed, t_ns)
+
+    def audio_at_rate(self, seed: int, first: int, count: int, rate: int) -> F32:
+        return audio_at_rate(seed, first, count, rate)
+
+    def text_between(self, seed: int, t0_s: float) -> Iterator[tuple[float, str]]:
+        return text_between(seed, t0_s)
+
+    def label_at(self, seed: int, t_s: float) -> str:
+        return label_at(seed, t_s)
+
+
+GENERATOR: Generator = LiveGenerator()
