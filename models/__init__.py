@@ -4,8 +4,10 @@ This package imports nothing from ``streamer``: it knows no streams, MQTT or asy
 
 * ``spec``        ModelSpec: what a model expects of its inputs
 * ``features``    log-mel frontend; ``tokenizer``: byte-level text ids
-* ``encoders/``   video (per-frame CNN), audio (log-mel, conv1d, GRU), text (bytes, GRU)
-* ``fusion``      FusionModel and FullBatch: tokens per item, transformer, logits
+* ``encoders/``   video (per-frame CNN), audio (log-mel, conv1d, GRU), text (bytes, GRU);
+                  ``encoders.registry`` builds them by name (today's three: ``builtin``)
+* ``fusion``      FusionModel, FullBatch and Encoded (the fuse step's typed input):
+                  tokens per item, transformer, logits
 * ``windows``     WindowInputs and ``collate`` (windows -> FullBatch)
 * ``incremental`` CachedFusion / IncrementalFusion: cached per-item embeddings, one fuse
                   per call; ``onnx_runtime`` the same on onnxruntime

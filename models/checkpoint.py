@@ -6,13 +6,20 @@ and shape against the architecture the spec describes; any problem is a one-line
 
     {"format": "streamer.checkpoint/1", "name": ..., "spec": ModelSpec.to_dict(),
      "trained": bool, "metrics": {...}, "version": "sha256:<digest of model.safetensors>",
-     "architecture": {...}, "preprocessing": {...}, ...extra}
+     "architecture": {"class": "models.fusion.FusionModel", "parameters": int,
+                      "encoders": {"video": {"name": "builtin", "options": {}}, ...}},
+     "preprocessing": {...}, ...extra}
+
+``architecture.class`` must be a known class (:data:`ARCHITECTURES`) and each encoder a
+name in :mod:`models.encoders.registry`; a checkpoint without ``encoders`` (all written
+before it existed) uses ``builtin`` for every modality.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from models.encoders.registry import MODALITIES, EncoderChoice, encoder_choices, encoder_names
 from models.fusion import FusionModel
 from models.spec import ModelSpec
 
@@ -28,6 +36,9 @@ FORMAT = "streamer.checkpoint/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 _RESERVED = ("format", "name", "spec", "trained", "metrics", "version", "architecture")
+FUSION_CLASS = "models.fusion.FusionModel"
+# architecture.class -> the class it names; every one is built as cls(spec, encoders=...)
+ARCHITECTURES: dict[str, type[FusionModel]] = {FUSION_CLASS: FusionModel}
 
 
 class CheckpointFormatError(ValueError):
@@ -41,6 +52,22 @@ class CheckpointInfo:
     spec: ModelSpec
     trained: bool
     config: dict[str, Any]  # the raw config.json
+
+
+def build_model(
+    spec: ModelSpec,
+    encoders: Mapping[str, str | EncoderChoice] | None = None,
+    architecture: str = FUSION_CLASS,
+) -> FusionModel:
+    """A new (untrained) model of ``architecture`` with the named encoders (``builtin``
+    where not given): what loading a checkpoint and training both build. ``ValueError``
+    (one line) for an unknown class or encoder."""
+    cls = ARCHITECTURES.get(architecture)
+    if cls is None:
+        raise ValueError(
+            f"unknown architecture class {architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        )
+    return cls(spec, encoders=encoders)
 
 
 def default_checkpoint_dir() -> Path:
@@ -77,8 +104,9 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "version": _digest(out / WEIGHTS),
         "architecture": {
-            "class": "models.fusion.FusionModel",
+            "class": _class_name(model),
             "parameters": sum(p.numel() for p in model.parameters()),
+            "encoders": {m: c.to_dict() for m, c in model.encoder_choices.items()},
         },
         "preprocessing": {
             "video": f"RGB uint8 [{spec.image_size}, {spec.image_size}, 3], {spec.fps} fps",
@@ -92,6 +120,46 @@ def save_checkpoint(
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
     return CheckpointInfo(spec.name, config["version"], spec, trained, config)
+
+
+def _class_name(model: FusionModel) -> str:
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"cannot save a {type(model).__qualname__}: not in ARCHITECTURES")
+
+
+def _read_architecture(config: dict[str, Any], where: Path) -> tuple[str, dict[str, EncoderChoice]]:
+    """``architecture.class`` and one encoder choice per modality (absent: the defaults)."""
+    arch = config.get("architecture", {})
+    if not isinstance(arch, dict):
+        raise CheckpointFormatError(f"{where}: architecture must be a JSON object")
+    cls = arch.get("class", FUSION_CLASS)
+    if cls not in ARCHITECTURES:
+        raise CheckpointFormatError(
+            f"{where}: unknown architecture.class {cls!r} (known: {', '.join(ARCHITECTURES)})"
+        )
+    given = arch.get("encoders", {})
+    if not isinstance(given, dict) or not set(given) <= set(MODALITIES):
+        raise CheckpointFormatError(
+            f"{where}: architecture.encoders must map {', '.join(MODALITIES)} to encoders"
+        )
+    choices: dict[str, EncoderChoice] = {}
+    for modality, entry in given.items():
+        name = entry.get("name") if isinstance(entry, dict) else None
+        options = entry.get("options", {}) if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(options, dict):
+            raise CheckpointFormatError(
+                f"{where}: architecture.encoders.{modality} must be "
+                '{"name": str, "options": {...}}'
+            )
+        if name not in encoder_names(modality):
+            raise CheckpointFormatError(
+                f"{where}: unknown {modality} encoder {name!r} in architecture.encoders "
+                f"(known: {', '.join(encoder_names(modality))})"
+            )
+        choices[modality] = EncoderChoice(name, options)
+    return str(cls), encoder_choices(choices)
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -140,9 +208,10 @@ def load_checkpoint(
         raise CheckpointFormatError(
             f"{root / WEIGHTS} does not match config.json (version {version}, file {actual})"
         )
+    architecture, encoders = _read_architecture(config, root / CONFIG)
     weights = _read_weights(root / WEIGHTS)
     try:
-        model = FusionModel(spec)
+        model = build_model(spec, encoders, architecture)
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointFormatError(f"{root / CONFIG}: spec builds no model ({e})") from e
     expected = model.state_dict()

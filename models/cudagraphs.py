@@ -3,7 +3,8 @@ a copy into the graph's input buffers and one replay (a single launch instead of
 kernel, which at the runner's batch sizes is most of the step's GPU time).
 
 Shapes: B windows per call, Tv / Ta / Tt slots per window, D = ``spec.d_model``,
-C = ``len(spec.labels)``; the inputs are :meth:`models.fusion.FusionModel.fuse`'s seven.
+C = ``len(spec.labels)``; the input is :meth:`models.fusion.FusionModel.fuse`'s ``Encoded``,
+and the static buffers are one ``Encoded`` too.
 
 A graph replays fixed kernels on fixed buffers, so the shapes must be static. They are
 made so by padding with absent items: B up to a power of two (:func:`bucket`), Tt up to
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.fusion import FusionModel
+from models.fusion import Encoded, FusionModel
 
 __all__ = ["GraphedFuse", "bucket", "pad_static"]
 
@@ -38,23 +39,20 @@ def bucket(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def static_shape(inputs: tuple[torch.Tensor, ...], max_text: int) -> tuple[int, int, int, int]:
+def static_shape(enc: Encoded, max_text: int) -> tuple[int, int, int, int]:
     """``(B, Tv, Ta, Tt)`` padded: B to its bucket, Tt to at least ``max_text``."""
-    video_emb, _, audio_emb, _, text_emb, _, _ = inputs
-    b, tv, _ = video_emb.shape
-    return bucket(b), tv, audio_emb.shape[1], max(text_emb.shape[1], max_text)
+    b, tv, _ = enc.video.shape
+    return bucket(b), tv, enc.audio.shape[1], max(enc.text.shape[1], max_text)
 
 
-def _fill(buffers: tuple[torch.Tensor, ...], inputs: tuple[torch.Tensor, ...]) -> None:
-    """Copy each input into the leading corner of its buffer; the rest is zeros (absent)."""
-    for buf, x in zip(buffers, inputs, strict=True):
+def _fill(buffers: Encoded, enc: Encoded) -> None:
+    """Copy each tensor into the leading corner of its buffer; the rest is zeros (absent)."""
+    for buf, x in zip(buffers.tensors(), enc.tensors(), strict=True):
         buf.zero_()
         buf[tuple(slice(0, n) for n in x.shape)].copy_(x)
 
 
-def _buffers(
-    shape: tuple[int, int, int, int], d: int, device: torch.device
-) -> tuple[torch.Tensor, ...]:
+def _buffers(shape: tuple[int, int, int, int], d: int, device: torch.device) -> Encoded:
     b, tv, ta, tt = shape
 
     def emb(t: int) -> torch.Tensor:
@@ -64,25 +62,25 @@ def _buffers(
         return torch.zeros(b, t, dtype=torch.bool, device=device)
 
     text_pos = torch.zeros(b, tt, device=device)
-    return emb(tv), mask(tv), emb(ta), mask(ta), emb(tt), mask(tt), text_pos
+    return Encoded(emb(tv), mask(tv), emb(ta), mask(ta), emb(tt), mask(tt), text_pos)
 
 
-def pad_static(inputs: tuple[torch.Tensor, ...], max_text: int) -> tuple[torch.Tensor, ...]:
-    """``fuse``'s inputs padded to :func:`static_shape` with absent items (new tensors)."""
-    out = _buffers(static_shape(inputs, max_text), inputs[0].shape[2], inputs[0].device)
-    _fill(out, inputs)
+def pad_static(enc: Encoded, max_text: int) -> Encoded:
+    """``enc`` padded to :func:`static_shape` with absent items (new tensors)."""
+    out = _buffers(static_shape(enc, max_text), enc.video.shape[2], enc.video.device)
+    _fill(out, enc)
     return out
 
 
 @dataclass(slots=True)
 class _Graph:
     graph: torch.cuda.CUDAGraph
-    inputs: tuple[torch.Tensor, ...]  # the static input buffers the graph reads
+    inputs: Encoded  # the static input buffers the graph reads
     probs: torch.Tensor  # float32 [B_bucket, C], the buffer the graph writes
 
 
 class GraphedFuse:
-    """``fuse``'s seven inputs (on the model's CUDA device) -> softmax probabilities
+    """``fuse``'s ``Encoded`` input (on the model's CUDA device) -> softmax probabilities
     ``[B, C]`` float32 on the device; see the module docstring. Runs under autocast to
     ``amp`` when given (captured with the autocast cache off, as graphs need)."""
 
@@ -105,12 +103,12 @@ class GraphedFuse:
     def graph_count(self) -> int:
         return len(self._graphs)
 
-    def _run(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _run(self, inputs: Encoded) -> torch.Tensor:
         with torch.autocast(
             "cuda", dtype=self.amp or torch.float32, enabled=self.amp is not None,
             cache_enabled=False,
         ):  # fmt: skip
-            logits = self.model.fuse(*inputs)  # [B, C]
+            logits = self.model.fuse(inputs)  # [B, C]
         return torch.softmax(logits.float(), dim=-1)
 
     def _capture(self, shape: tuple[int, int, int, int]) -> _Graph:
@@ -127,11 +125,11 @@ class GraphedFuse:
         self.captures += 1
         return _Graph(graph, inputs, probs)
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, enc: Encoded) -> torch.Tensor:
         if self.model.training:
             raise RuntimeError("GraphedFuse replays the eval-mode fusion step; call model.eval()")
         with torch.inference_mode():  # the buffers are inference tensors, written in place
-            shape = static_shape(inputs, self.model.spec.max_text_events)
+            shape = static_shape(enc, self.model.spec.max_text_events)
             g = self._graphs.get(shape)
             if g is None:
                 g = self._graphs[shape] = self._capture(shape)
@@ -139,7 +137,7 @@ class GraphedFuse:
                     self._graphs.popitem(last=False)
             else:
                 self._graphs.move_to_end(shape)
-            _fill(g.inputs, inputs)
+            _fill(g.inputs, enc)
             g.graph.replay()
             self.replays += 1
-            return g.probs[: inputs[0].shape[0]]
+            return g.probs[: enc.video.shape[0]]

@@ -44,7 +44,7 @@ from torch import nn
 from torch.jit._trace import TracerWarning
 
 from models.checkpoint import default_checkpoint_dir, load_checkpoint
-from models.fusion import FusionModel
+from models.fusion import Encoded, FusionModel
 from models.spec import ModelSpec
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "default_export_dir",
     "export",
     "export_model",
+    "fuse_graph_inputs",
     "graphs",
     "is_exported",
     "read_manifest",
@@ -114,7 +115,10 @@ class TextEncoderGraph(nn.Module):
 
 class FuseGraph(nn.Module):
     """``FusionModel.fuse`` -> ``(logits [B, C], probs [B, C])``, in eval mode
-    (:func:`models.readout.cls_readout`, whose reshapes keep the token axis dynamic)."""
+    (:func:`models.readout.cls_readout`, whose reshapes keep the token axis dynamic).
+
+    With :func:`fuse_graph_inputs`, the one place where the typed :class:`Encoded` meets
+    the graph's positional inputs (in ``Encoded``'s field order)."""
 
     def __init__(self, model: FusionModel) -> None:
         super().__init__()
@@ -130,9 +134,9 @@ class FuseGraph(nn.Module):
         text_mask: torch.Tensor,
         text_pos_s: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model.fuse(
-            video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s
-        )  # [B, C]
+        enc = Encoded(video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask,
+                      text_pos_s)  # fmt: skip
+        logits = self.model.fuse(enc)  # [B, C]
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -150,6 +154,14 @@ _INPUTS: dict[str, tuple[str, ...]] = {
         "text_pos_s",
     ),
 }
+
+
+def fuse_graph_inputs(enc: Encoded) -> dict[str, torch.Tensor]:
+    """``enc`` as the exported ``fuse`` graph's named inputs (the reverse of
+    :class:`FuseGraph`'s conversion)."""
+    return dict(zip(_INPUTS["fuse"], enc.tensors(), strict=True))
+
+
 _OUTPUTS: dict[str, tuple[str, ...]] = {
     "video_encoder": ("embedding",),
     "audio_encoder": ("embedding",),

@@ -19,13 +19,13 @@ also what the ONNX and TorchScript exports trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.encoders import AudioEncoder, TextEncoder, VideoEncoder
+from models.encoders.registry import MODALITIES, EncoderChoice, build_encoder, encoder_choices
 from models.readout import cls_readout
 from models.spec import ModelSpec
 
@@ -61,6 +61,11 @@ class Encoded:
     text_mask: torch.Tensor  # bool [B, Tt], the events fusion attends to
     text_pos_s: torch.Tensor  # float32 [B, Tt]
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The seven tensors in field order, which is also the order of the exported
+        ``fuse`` graph's inputs (:mod:`models.export`)."""
+        return tuple(getattr(self, f) for f in self.__dataclass_fields__)
+
 
 def recent_text_mask(mask: torch.Tensor, pos_s: torch.Tensor, keep: int) -> torch.Tensor:
     """``mask`` [B, Tt] narrowed to the ``keep`` most recent present events of each row.
@@ -92,15 +97,29 @@ def _encode_present(
 
 
 class FusionModel(nn.Module):
-    """Encoders + transformer fusion; ``forward(FullBatch) -> logits [B, C]``."""
+    """Encoders + transformer fusion; ``forward(FullBatch) -> logits [B, C]``.
 
-    def __init__(self, spec: ModelSpec, *, dropout: float = 0.1, layers: int = 2) -> None:
+    ``encoders`` names each modality's encoder in :mod:`models.encoders.registry` (a name or
+    an :class:`EncoderChoice`; ``builtin`` where not given). A frozen encoder
+    (:meth:`set_frozen`) has no gradients and stays in eval mode through :meth:`train`.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        encoders: Mapping[str, str | EncoderChoice] | None = None,
+        dropout: float = 0.1,
+        layers: int = 2,
+    ) -> None:
         super().__init__()
         self.spec = spec
         d = spec.d_model
-        self.video_encoder = VideoEncoder(d)
-        self.audio_encoder = AudioEncoder(d, sample_rate=spec.audio_rate, n_mels=spec.n_mels)
-        self.text_encoder = TextEncoder(d)
+        self.encoder_choices = encoder_choices(encoders)
+        self.frozen: frozenset[str] = frozenset()
+        self.video_encoder = build_encoder("video", self.encoder_choices["video"], spec)
+        self.audio_encoder = build_encoder("audio", self.encoder_choices["audio"], spec)
+        self.text_encoder = build_encoder("text", self.encoder_choices["text"], spec)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.modality = nn.Embedding(4, d)
         self.time = nn.Embedding(spec.max_positions, d)
@@ -121,6 +140,30 @@ class FusionModel(nn.Module):
         self.head = nn.Linear(d, len(spec.labels))
 
     # -- encoders: one item per row -------------------------------------------------------
+
+    def encoder(self, modality: str) -> nn.Module:
+        """The encoder of ``modality`` (video, audio or text)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+        module: nn.Module = getattr(self, f"{modality}_encoder")
+        return module
+
+    def set_frozen(self, modalities: Iterable[str]) -> None:
+        """Freeze exactly these encoders (no gradients, eval mode); the others train."""
+        frozen = frozenset(modalities)
+        for modality in frozen:
+            self.encoder(modality)  # an unknown name fails before anything changes
+        for modality in MODALITIES:
+            encoder = self.encoder(modality)
+            encoder.requires_grad_(modality not in frozen)
+            encoder.train(self.training and modality not in frozen)
+        self.frozen = frozen
+
+    def train(self, mode: bool = True) -> FusionModel:
+        super().train(mode)
+        for modality in self.frozen:
+            self.encoder(modality).eval()
+        return self
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` -> ``[N, D]``."""
@@ -153,37 +196,33 @@ class FusionModel(nn.Module):
     def _slot_times(self, n: int, period_s: float, device: torch.device) -> torch.Tensor:
         return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) * period_s  # [n]
 
-    def fuse(
-        self,
-        video_emb: torch.Tensor,  # [B, Tv, D]
-        video_mask: torch.Tensor,  # bool [B, Tv], True = present
-        audio_emb: torch.Tensor,  # [B, Ta, D]
-        audio_mask: torch.Tensor,  # bool [B, Ta]
-        text_emb: torch.Tensor,  # [B, Tt, D]
-        text_mask: torch.Tensor,  # bool [B, Tt]
-        text_pos_s: torch.Tensor,  # float32 [B, Tt]
-    ) -> torch.Tensor:
+    def fuse(self, enc: Encoded) -> torch.Tensor:
         """Item embeddings of B windows -> logits ``[B, C]``.
 
         Of the present text events only the ``max_text_events`` most recent are attended to.
         """
-        b, tv, _ = video_emb.shape
-        ta, dev = audio_emb.shape[1], video_emb.device
-        text_mask = recent_text_mask(text_mask, text_pos_s, self.spec.max_text_events)
+        b, tv, _ = enc.video.shape
+        ta, dev = enc.audio.shape[1], enc.video.device
+        text_mask = recent_text_mask(enc.text_mask, enc.text_pos_s, self.spec.max_text_events)
         tv_s = self._slot_times(tv, 1.0 / self.spec.fps, dev).expand(b, tv)  # [B, Tv]
         ta_s = self._slot_times(ta, self.spec.audio_segment, dev).expand(b, ta)  # [B, Ta]
         mod = self.modality.weight  # [4, D]
         tokens = torch.cat(
             [
                 (self.cls + mod[_CLS] + self.time.weight[0]).expand(b, 1, -1),
-                video_emb + mod[_VIDEO] + self.time(self.time_bucket(tv_s)),
-                audio_emb + mod[_AUDIO] + self.time(self.time_bucket(ta_s)),
-                text_emb + mod[_TEXT] + self.time(self.time_bucket(text_pos_s)),
+                enc.video + mod[_VIDEO] + self.time(self.time_bucket(tv_s)),
+                enc.audio + mod[_AUDIO] + self.time(self.time_bucket(ta_s)),
+                enc.text + mod[_TEXT] + self.time(self.time_bucket(enc.text_pos_s)),
             ],
             dim=1,
         )  # [B, 1 + Tv + Ta + Tt, D]
         present = torch.cat(
-            [torch.ones(b, 1, dtype=torch.bool, device=dev), video_mask, audio_mask, text_mask],
+            [
+                torch.ones(b, 1, dtype=torch.bool, device=dev),
+                enc.video_mask,
+                enc.audio_mask,
+                text_mask,
+            ],
             dim=1,
         )  # [B, 1 + Tv + Ta + Tt]
         if self.training:
@@ -209,13 +248,6 @@ class FusionModel(nn.Module):
             text_pos_s=batch.text_pos_s,
         )
 
-    def fuse_encoded(self, enc: Encoded) -> torch.Tensor:
-        """:meth:`encode_batch`'s output -> logits ``[B, C]``."""
-        return self.fuse(
-            enc.video, enc.video_mask, enc.audio, enc.audio_mask, enc.text, enc.text_mask,
-            enc.text_pos_s,
-        )  # fmt: skip
-
     def forward(self, batch: FullBatch) -> torch.Tensor:
         """Full recompute from raw inputs -> logits ``[B, C]``; what training uses."""
-        return self.fuse_encoded(self.encode_batch(batch))
+        return self.fuse(self.encode_batch(batch))

@@ -18,7 +18,8 @@ At most ``max_sessions`` sessions are kept (least recently used dropped);
 ``drop_session`` and ``evict`` free memory explicitly.
 
 The cache and batching live in :class:`CachedFusion`; a runtime supplies the math through
-four hooks (``_encode_video``, ``_encode_audio``, ``_encode_text``, ``_fuse``).
+four hooks (``_encode_video``, ``_encode_audio``, ``_encode_text``, and ``_fuse``, which
+takes the window embeddings as one typed :class:`models.fusion.Encoded`).
 :class:`IncrementalFusion` runs a ``FusionModel`` in PyTorch;
 ``models.onnx_runtime.OnnxFusion`` runs the exported graphs in onnxruntime.
 """
@@ -37,7 +38,7 @@ import numpy.typing as npt
 import torch
 
 from models.cudagraphs import GraphedFuse
-from models.fusion import FusionModel
+from models.fusion import Encoded, FusionModel
 from models.spec import ModelSpec
 from models.tokenizer import batch_encode
 from models.windows import WindowInputs
@@ -118,16 +119,7 @@ class CachedFusion(ABC):
         """ids int64 ``[N, L]``, lengths int64 ``[N]`` (CPU, N >= 1) -> ``[N, D]`` on ``device``."""
 
     @abstractmethod
-    def _fuse(
-        self,
-        video_emb: torch.Tensor,  # [B, Tv, D]
-        video_mask: torch.Tensor,  # bool [B, Tv]
-        audio_emb: torch.Tensor,  # [B, Ta, D]
-        audio_mask: torch.Tensor,  # bool [B, Ta]
-        text_emb: torch.Tensor,  # [B, Tt, D]
-        text_mask: torch.Tensor,  # bool [B, Tt]
-        text_pos_s: torch.Tensor,  # float32 [B, Tt]
-    ) -> torch.Tensor:
+    def _fuse(self, enc: Encoded) -> torch.Tensor:
         """Embeddings of B windows (on ``device``) -> probabilities ``[B, C]`` float32, CPU."""
 
     # -- cache management ------------------------------------------------------------------
@@ -270,9 +262,9 @@ class CachedFusion(ABC):
             audio_emb, audio_mask = stacked("audio", ta)
             text_emb, text_mask = stacked("text", tt)
             text_pos = torch.tensor(pos, dtype=torch.float32).view(b, tt).to(self.device)
-            probs = self._fuse(
-                video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos
-            )  # [B, C]
+            enc = Encoded(video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask,
+                          text_pos)  # fmt: skip
+            probs = self._fuse(enc)  # [B, C]
         self._prune({w.session for w in windows})
         return probs
 
@@ -344,23 +336,13 @@ class IncrementalFusion(CachedFusion):
             out = self.model.encode_text(self._to_device(ids), lengths)
         return out.float()
 
-    def _fuse(
-        self,
-        video_emb: torch.Tensor,
-        video_mask: torch.Tensor,
-        audio_emb: torch.Tensor,
-        audio_mask: torch.Tensor,
-        text_emb: torch.Tensor,
-        text_mask: torch.Tensor,
-        text_pos_s: torch.Tensor,
-    ) -> torch.Tensor:
-        inputs = (video_emb, video_mask, audio_emb, audio_mask, text_emb, text_mask, text_pos_s)
+    def _fuse(self, enc: Encoded) -> torch.Tensor:
         if self.graphed is not None:
             try:
-                return self.graphed(*inputs).cpu()  # a copy: the graph's buffer is reused
+                return self.graphed(enc).cpu()  # a copy: the graph's buffer is reused
             except RuntimeError as e:  # a capture or replay the device refused
                 log.warning("CUDA graphs failed, the fusion step runs eagerly from now on: %s", e)
                 self.graphed = None
         with self._amp():
-            logits = self.model.fuse(*inputs)  # [B, C]
+            logits = self.model.fuse(enc)  # [B, C]
         return torch.softmax(logits.float(), dim=-1).cpu()

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.export import GRAPHS, ExportError, read_manifest
+from models.export import GRAPHS, ExportError, fuse_graph_inputs, read_manifest
+from models.fusion import Encoded
 from models.incremental import CachedFusion
 from models.spec import ModelSpec
 
@@ -104,25 +105,7 @@ class OnnxFusion(CachedFusion):
     def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self._embedding("text_encoder", ids=ids.numpy(), lengths=lengths.numpy())
 
-    def _fuse(
-        self,
-        video_emb: torch.Tensor,
-        video_mask: torch.Tensor,
-        audio_emb: torch.Tensor,
-        audio_mask: torch.Tensor,
-        text_emb: torch.Tensor,
-        text_mask: torch.Tensor,
-        text_pos_s: torch.Tensor,
-    ) -> torch.Tensor:
-        probs = self._run(
-            "fuse",
-            "probs",
-            video_emb=video_emb.contiguous().numpy(),
-            video_mask=video_mask.numpy(),
-            audio_emb=audio_emb.contiguous().numpy(),
-            audio_mask=audio_mask.numpy(),
-            text_emb=text_emb.contiguous().numpy(),
-            text_mask=text_mask.numpy(),
-            text_pos_s=text_pos_s.numpy(),
-        )  # [B, C]
+    def _fuse(self, enc: Encoded) -> torch.Tensor:
+        feed = {k: v.contiguous().numpy() for k, v in fuse_graph_inputs(enc).items()}
+        probs = self._run("fuse", "probs", **feed)  # [B, C]
         return torch.from_numpy(probs.astype(np.float32, copy=False))

@@ -6,6 +6,9 @@ Shapes: B windows per batch, C classes. Inputs are :class:`models.windows.Window
 Modality dropout (see :func:`drop_modalities`): during training modalities are hidden
 at random (never all of them), so the model learns to predict from any subset, which is
 what live streams with missing modalities need.
+
+``fit(..., freeze=("video",))`` trains the rest around a frozen encoder: its weights stay
+out of the optimizer and it runs in eval mode (:meth:`FusionModel.set_frozen`).
 """
 
 from __future__ import annotations
@@ -138,17 +141,36 @@ def fit(
     device: torch.device | str = "cpu",
     on_step: Callable[[int, int, float, float], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    freeze: Sequence[str] = (),
 ) -> list[EpochReport]:
-    """Train in place. ``on_step(epoch, step, loss, acc)`` after every batch."""
+    """Train in place. ``on_step(epoch, step, loss, acc)`` after every batch. The encoders
+    of ``freeze`` (modality names) keep their weights; they are unfrozen again on return."""
     if len(windows) != len(labels) or not windows:
         raise ValueError("need as many labels as windows, and at least one")
+    before = model.frozen
+    model.set_frozen(freeze)
+    try:
+        return _fit(model, windows, labels, cfg, device, on_step, on_epoch)
+    finally:
+        model.set_frozen(before)
+
+
+def _fit(
+    model: FusionModel,
+    windows: Sequence[WindowInputs],
+    labels: Sequence[int],
+    cfg: TrainConfig,
+    device: torch.device | str,
+    on_step: Callable[[int, int, float, float], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> list[EpochReport]:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     y_all = torch.tensor(labels, dtype=torch.int64)
-    model.to(device).train()
+    model.to(device)
     aux = AuxHeads(model.spec.d_model, len(model.spec.labels)).to(device).train()
-    params = [*model.parameters(), *aux.parameters()]
+    params = [p for p in (*model.parameters(), *aux.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -159,6 +181,7 @@ def fit(
     reports: list[EpochReport] = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
+        model.train()  # every epoch, should on_epoch have evaluated; frozen encoders stay eval
         order = rng.permutation(len(windows))
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
@@ -168,7 +191,7 @@ def fit(
             y = y_all[idx].to(device)
             if cfg.aux_weight > 0:
                 enc = model.encode_batch(full.to(device))  # every present item, dropped or not
-                logits = model.fuse_encoded(_hide(enc, kept))
+                logits = model.fuse(_hide(enc, kept))
                 loss = loss_fn(logits, y)  # the reported loss: fusion's alone
                 total_loss = loss
                 for aux_logits, has in aux(enc):

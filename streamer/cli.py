@@ -109,9 +109,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     command += ["--epochs", str(args.epochs)] if args.epochs else []
     command += ["--quick"] if args.quick else []
     command += ["--device", args.device] if args.device != "auto" else []
+    command += ["--freeze", ",".join(args.freeze)] if args.freeze else []
     return train_command(
         args.data, args.out, epochs=args.epochs, quick=args.quick, device=args.device,
-        seed=args.seed, command=shlex.join(command),
+        seed=args.seed, command=shlex.join(command), freeze=args.freeze,
     )  # fmt: skip
 
 
@@ -177,6 +178,18 @@ def _streams(s: str) -> int:
     return v
 
 
+def _modalities(s: str) -> tuple[str, ...]:
+    from models.encoders.registry import MODALITIES
+
+    names = tuple(dict.fromkeys(n.strip() for n in s.split(",") if n.strip()))
+    unknown = [n for n in names if n not in MODALITIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected modalities among {','.join(MODALITIES)}, got {s!r}"
+        )
+    return names
+
+
 def _count(s: str) -> int:
     try:
         v = int(s)
@@ -230,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="a few clips, five epochs (for tests)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--freeze",
+        type=_modalities,
+        default=(),
+        metavar="MODALITIES",
+        help="encoders to keep as initialised, e.g. video,audio (the rest trains)",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="accuracy per modality combination")

@@ -21,6 +21,7 @@ from test_models import (
 )
 
 from models.cudagraphs import GraphedFuse, bucket, pad_static
+from models.fusion import Encoded
 from models.incremental import IncrementalFusion
 
 
@@ -37,12 +38,12 @@ def test_padding_to_static_shapes_changes_no_output(device: str, b: int, tt: int
     model = make_model(device)
     inputs = fuse_inputs(b, tt, device, seed=b * 100 + tt)
     padded = pad_static(inputs, SPEC.max_text_events)
-    assert padded[0].shape == (bucket(b), 8, SPEC.d_model)
-    assert padded[4].shape[1] == padded[6].shape[1] == max(tt, SPEC.max_text_events)
-    assert not padded[1][b:].any() and not padded[5][:, tt:].any()  # padding is absent
+    assert padded.video.shape == (bucket(b), 8, SPEC.d_model)
+    assert padded.text.shape[1] == padded.text_pos_s.shape[1] == max(tt, SPEC.max_text_events)
+    assert not padded.video_mask[b:].any() and not padded.text_mask[:, tt:].any()  # absent
     with torch.inference_mode():
-        want = model.fuse(*inputs)
-        got = model.fuse(*padded)[:b]
+        want = model.fuse(inputs)
+        got = model.fuse(padded)[:b]
     assert (got - want).abs().max() < TOL[device]
 
 
@@ -56,7 +57,7 @@ def test_cuda_graphs_need_a_cuda_device() -> None:
 class _RefusedGraphs:
     calls = 0
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, enc: Encoded) -> torch.Tensor:
         self.calls += 1
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
 
@@ -126,8 +127,8 @@ def test_graphs_kept_are_bounded(_: None) -> None:
     graphed = GraphedFuse(model, max_graphs=2)
     for b in (1, 2, 3, 1):  # buckets 1, 2, 4, then 1 again: dropped by then, captured anew
         inputs = fuse_inputs(b, 3, "cuda", seed=b)
-        got = graphed(*inputs).clone()
+        got = graphed(inputs).clone()
         with torch.inference_mode():
-            want = torch.softmax(model.fuse(*inputs), dim=-1)
+            want = torch.softmax(model.fuse(inputs), dim=-1)
         assert (got - want).abs().max() < TOL["cuda"]
     assert graphed.graph_count == 2 and graphed.captures == 4 and graphed.replays == 4

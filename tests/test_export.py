@@ -33,7 +33,7 @@ from models.export import (
     read_manifest,
 )
 from models.features import LogMel
-from models.fusion import FusionModel, recent_text_mask
+from models.fusion import Encoded, FusionModel, recent_text_mask
 from models.incremental import IncrementalFusion, WindowInputs
 from models.spec import ModelSpec
 from models.tokenizer import batch_encode
@@ -113,7 +113,7 @@ def torch_graph(model: FusionModel, graph: str, *args: torch.Tensor) -> torch.Te
             return model.encode_audio(*args)
         if graph == "text_encoder":
             return model.encode_text(*args)
-        return model.fuse(*args)
+        return model.fuse(Encoded(*args))
 
 
 ENCODER_CASES = [(1, 9), (3, 1), (8, 40)]  # (N, text length L)

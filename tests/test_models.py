@@ -22,7 +22,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.features import LogMel, mel_filterbank
-from models.fusion import FusionModel, recent_text_mask
+from models.fusion import Encoded, FusionModel, recent_text_mask
 from models.incremental import IncrementalFusion, WindowInputs
 from models.readout import cls_readout
 from models.spec import ModelSpec
@@ -177,8 +177,8 @@ def test_recent_text_mask_keeps_the_latest() -> None:
     assert recent_text_mask(mask, pos, 5).tolist() == mask.tolist()
 
 
-def fuse_inputs(b: int, tt: int, device: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """``FusionModel.fuse``'s seven inputs for ``b`` windows of 8 video and 8 audio slots
+def fuse_inputs(b: int, tt: int, device: str, seed: int = 0) -> Encoded:
+    """``FusionModel.fuse``'s input for ``b`` windows of 8 video and 8 audio slots
     and ``tt`` text slots, about 70 % present; the first window has nothing present."""
     g = torch.Generator().manual_seed(seed)
     d, tv, ta = SPEC.d_model, 8, 8
@@ -191,7 +191,7 @@ def fuse_inputs(b: int, tt: int, device: str, seed: int = 0) -> tuple[torch.Tens
         torch.randn(b, tt, d, generator=g), present[2],
         2 * torch.rand(b, tt, generator=g),
     )  # fmt: skip
-    return tuple(a.to(device) for a in args)
+    return Encoded(*(a.to(device) for a in args))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -205,10 +205,10 @@ def test_eval_fuse_reads_cls_as_the_transformer_does(device: str, layers: int) -
     )
     b, tv, ta, tt = 5, 8, 8, 3
     args = fuse_inputs(b, tt, device, seed=layers)
-    present = [args[1], args[3], args[5]]
+    present = [args.video_mask, args.audio_mask, args.text_mask]
     with torch.no_grad():
-        want = model.train().fuse(*args)  # nn.TransformerEncoder over every token
-        got = model.eval().fuse(*args)  # models.readout.cls_readout
+        want = model.train().fuse(args)  # nn.TransformerEncoder over every token
+        got = model.eval().fuse(args)  # models.readout.cls_readout
         tokens = torch.randn(b, 1 + tv + ta + tt, d, device=device)
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=device), *present], dim=1)
         fast = model.fusion(tokens, src_key_padding_mask=~mask)[:, 0]  # its eval fast path

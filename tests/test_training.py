@@ -115,3 +115,66 @@ def test_modality_dropout_never_hides_everything() -> None:
     assert bool((kept <= present).all())  # nothing absent appears
     singles = (kept.sum(1) == 1) & (present.sum(1) == 3)
     assert 0.35 < float(singles.sum()) / float((present.sum(1) == 3).sum()) < 0.75
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_eval_mode_while_the_rest_trains() -> None:
+    import numpy as np
+    import torch
+    from test_models import SPEC, Stream
+
+    from models.fusion import FusionModel
+    from models.training import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = FusionModel(SPEC)
+    rng = np.random.default_rng(0)
+    windows = [Stream(i % 3, rng).window(i) for i in range(8)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes: list[tuple[bool, bool, bool]] = []
+
+    def on_step(epoch: int, step: int, loss: float, acc: float) -> None:
+        video = [m.training for m in model.video_encoder.modules()]
+        audio = [m.training for m in model.audio_encoder.modules()]
+        modes.append((any(video), all(audio), model.fusion.training))
+
+    cfg = TrainConfig(epochs=2, batch_size=4)
+    fit(model, windows, [i % 10 for i in range(8)], cfg, on_step=on_step, freeze=("video",))
+    assert modes == [(False, True, True)] * 4  # video in eval mode throughout, the rest trains
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith("video_encoder.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # bit-identical
+    for prefix in ("audio_encoder.", "text_encoder.", "fusion.", "head."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+    # fit unfreezes on return: requires_grad back, and train() reaches every encoder again
+    assert model.frozen == frozenset() and all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in model.train().video_encoder.modules())
+
+
+def test_set_frozen_survives_train_and_rejects_unknown_modalities() -> None:
+    import pytest
+    from test_models import SPEC
+
+    from models.fusion import FusionModel
+
+    model = FusionModel(SPEC)
+    model.set_frozen(["audio", "text"])
+    model.train()
+    assert model.video_encoder.training and model.fusion.training
+    assert not model.audio_encoder.training and not model.text_encoder.training
+    assert not any(p.requires_grad for p in model.audio_encoder.parameters())
+    assert all(p.requires_grad for p in model.video_encoder.parameters())
+    with pytest.raises(ValueError, match="unknown modality 'depth'"):
+        model.set_frozen(["depth"])
+    assert model.frozen == frozenset({"audio", "text"})  # unchanged by the refused call
+
+
+def test_train_freeze_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import build_parser
+
+    args = build_parser().parse_args(["train", "d", "--out", "o", "--freeze", "video, audio"])
+    assert args.freeze == ("video", "audio")
+    assert build_parser().parse_args(["train", "d", "--out", "o"]).freeze == ()
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["train", "d", "--out", "o", "--freeze", "video,depth"])
+    assert exit_.value.code == 2
+    assert "expected modalities among video,audio,text" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 Each encoder treats the items of a batch independently (no batch statistics), so an item's
 embedding does not depend on what it was batched with; incremental inference relies on it.
+:mod:`models.encoders.registry` builds them by ``(modality, name)``.
 """
 
 from models.encoders.audio import AudioEncoder

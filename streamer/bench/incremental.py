@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from models.fusion import FusionModel
+from models.fusion import Encoded, FusionModel
 from models.incremental import PRECISIONS, IncrementalFusion
 from models.spec import ModelSpec
 from models.windows import WindowInputs, collate
@@ -78,9 +78,9 @@ class _TimedFusion(IncrementalFusion):
 
     fuse_s = 0.0
 
-    def _fuse(self, *embeddings: torch.Tensor) -> torch.Tensor:
+    def _fuse(self, enc: Encoded) -> torch.Tensor:
         t0 = time.perf_counter()
-        out = super()._fuse(*embeddings)
+        out = super()._fuse(enc)
         self.fuse_s += time.perf_counter() - t0
         return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from models.checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
-from models.fusion import FusionModel
+from models.checkpoint import CheckpointFormatError, build_model, load_checkpoint, save_checkpoint
 from models.spec import ModelSpec
 from models.training import COMBOS, EpochReport, TrainConfig, combo_name, evaluate, fit
 from streamer.config import WindowConfig
@@ -57,12 +57,17 @@ def train_command(
     device: str,
     seed: int,
     command: str,
+    freeze: Sequence[str] = (),
+    spec: ModelSpec | None = None,
+    encoders: Mapping[str, str] | None = None,
 ) -> int:
     """Train on DATA/train, evaluate on DATA/test, write the checkpoint; ``command`` is
-    recorded in its config.json so the checkpoint says how it was made."""
+    recorded in its config.json so the checkpoint says how it was made. The model is
+    ``spec`` (default: ``ModelSpec()``) with the named ``encoders`` (default: builtin);
+    the encoders of ``freeze`` keep their initial weights."""
     root = Path(data)
     console = Console(stderr=True)
-    spec = ModelSpec()
+    spec = spec or ModelSpec()
     window = WindowConfig()
     dev = resolve_device(device)
     limit = QUICK_CLIPS if quick else None
@@ -72,7 +77,7 @@ def train_command(
     train = _load(root / "train", spec, window, limit, console)
     test = _load(root / "test", spec, window, limit, console)
     torch.manual_seed(seed)
-    model = FusionModel(spec)
+    model = build_model(spec, encoders)
     x_train = train.all_inputs()
     with _progress(console) as bar:
         task = bar.add_task("training", total=cfg.epochs, info="")
@@ -89,7 +94,7 @@ def train_command(
 
         reports = fit(
             model, x_train, train.labels.tolist(), cfg, device=dev, on_step=on_step,
-            on_epoch=on_epoch,
+            on_epoch=on_epoch, freeze=freeze,
         )  # fmt: skip
     train_s = time.perf_counter() - t_start
     acc, confusion = evaluate(model, test.all_inputs(), test.labels.tolist(), device=dev)
@@ -107,7 +112,10 @@ def train_command(
         model, Path(out), metrics=metrics, trained=True,
         extra={
             "command": command,
-            "training": {**cfg.__dict__, "device": str(dev), "threads": torch.get_num_threads()},
+            "training": {
+                **cfg.__dict__, "device": str(dev), "threads": torch.get_num_threads(),
+                "freeze": list(freeze),
+            },
             "data": {"path": str(root.resolve()), "window": window.model_dump()},
         },
     )  # fmt: skip
