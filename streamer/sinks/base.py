@@ -20,7 +20,6 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from streamer.frames import Modality
@@ -82,12 +81,7 @@ class Sink(Protocol):
 
     async def __aenter__(self) -> Self: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    async def __aexit__(self, *exc: Any) -> None: ...
 
     def publish(self, event: Event) -> None:
         """Take one event; never blocks, never raises for a slow or absent destination."""
@@ -158,12 +152,7 @@ class BufferedSink(ABC):
         self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
@@ -214,10 +203,5 @@ class LocalSink:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         return None

@@ -181,7 +181,8 @@ class MqttPublisher:
                 client_id=self.client_id,
                 will=(
                     aiomqtt.Will(self.topics.available, OFFLINE, qos=1, retain=True)
-                    if self.announce else None
+                    if self.announce
+                    else None
                 ),
                 what=f"mqtt publisher {self.client_id}",
             ),

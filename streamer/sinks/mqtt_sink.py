@@ -21,8 +21,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from streamer.config import MqttConfig
 from streamer.predictions import Prediction
@@ -122,16 +121,11 @@ class MqttSink:
                 raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         try:
             await self._announcing.aclose()
         finally:
-            await self.publisher.__aexit__(exc_type, exc, tb)
+            await self.publisher.__aexit__(*exc)
         self._report_undelivered()
 
     def _report_undelivered(self) -> None:
