@@ -47,7 +47,8 @@ def test_confirm_after_overflow_never_removes_unsent_messages() -> None:
     box.put(msg(4))  # drops 0
     box.put(msg(5))  # drops 1
     box.put(msg(6))  # drops 2 (not in flight)
-    assert box.confirm_through(batch.seq + len(batch) - 1) == 0  # both in-flight messages were already dropped
+    last = batch.seq + len(batch) - 1
+    assert box.confirm_through(last) == 0  # both in-flight messages were already dropped
     assert payloads(box) == [3, 4, 5, 6]
     batch = box.peek(2)
     box.put(msg(7))  # drops 3, which is in flight

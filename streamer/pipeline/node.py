@@ -13,13 +13,12 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config
-from streamer.errors import RejectedInput
-from streamer.frames import Modality, TextEvent, Window
+from streamer.frames import Modality, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.pipeline.worker import StreamWorker
@@ -31,7 +30,6 @@ from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
-from streamer.sources.text import parse_text_event
 from streamer.sources.webrtc import WebRTCHub
 from streamer.stats import Stats
 from streamer.web.events import LiveEvents
@@ -67,7 +65,6 @@ class Node:
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.metrics: Metrics | None = None
         self.web: WebServer | None = None
-        self._webrtc_rejected: dict[str, Counter[str]] = {s.id: Counter() for s in cfg.streams}
         self._spool = Spool(cfg.mqtt.outbox_dir) if cfg.mqtt.outbox_dir is not None else None
         if self._spool is not None:
             self._spool.open()  # ConfigError (exit 2) when another process holds it
@@ -134,18 +131,22 @@ class Node:
             )
             async with publisher, runner_cm as runner:
                 workers = self._workers
-                routes: dict[str, str] = {}
+                routes = {
+                    t: s.id for s in cfg.streams for t in s.text_topics(cfg.mqtt.prefix, cfg.node)
+                }
+                text_in = MqttTextInput(cfg.mqtt, routes, clock=self.clock, client_id=f"{cid}-text")
+                self._text_in = text_in
                 for s in cfg.streams:
-                    text_topics = s.text_topics(cfg.mqtt.prefix, cfg.node)
-                    for t in text_topics:
-                        routes[t] = s.id
+                    text = text_in.source(s.id) if s.id in routes.values() else None
                     workers[s.id] = StreamWorker(
                         s,
                         window=cfg.window,
                         spec=spec,
                         clock=self.clock,
-                        sources=open_sources(s, spec=spec, clock=self.clock, webrtc=self.webrtc),
-                        text_topics=text_topics,
+                        sources=open_sources(
+                            s, spec=spec, clock=self.clock, webrtc=self.webrtc, text=text
+                        ),
+                        text=text,
                         runner=runner,
                         stats=self.stats[s.id],
                         status=status,
@@ -153,27 +154,9 @@ class Node:
                     for m in workers[s.id].modalities:
                         status(s.id, m, False)
 
-                def on_text(ev: TextEvent) -> None:
-                    w = workers.get(ev.stream)
-                    if w is not None:
-                        w.push_text(ev)
-
-                def on_text_state(connected: bool) -> None:
-                    for w in workers.values():
-                        w.set_text_live(connected)
-
-                text_in = MqttTextInput(
-                    cfg.mqtt,
-                    routes,
-                    clock=self.clock,
-                    on_event=on_text,
-                    on_state=on_text_state,
-                    client_id=f"{cid}-text",
-                )
-                self._text_in = text_in
                 async with (
                     text_in,
-                    self._web(cfg, publisher, on_text),
+                    self._web(cfg, publisher),
                     self._announce(cfg, publisher, topics, cid),
                 ):
                     ended = await self._run_workers(list(workers.values()), publisher, topics)
@@ -217,9 +200,7 @@ class Node:
         return 0
 
     @contextlib.asynccontextmanager
-    async def _web(
-        self, cfg: Config, publisher: MqttPublisher, on_text: Callable[[TextEvent], None]
-    ) -> AsyncIterator[None]:
+    async def _web(self, cfg: Config, publisher: MqttPublisher) -> AsyncIterator[None]:
         """The HTTP server (WHIP, page, /events, /metrics, /healthz) when configured."""
         if cfg.http is None or self.webrtc is None:
             yield
@@ -228,19 +209,7 @@ class Node:
         from streamer.web.server import StreamInfo, WebServer
         from streamer.web.whip import WhipSessions
 
-        def on_webrtc_text(stream: str, payload: bytes) -> None:
-            try:
-                ev = parse_text_event(payload, stream=stream, now_ns=self.clock.now_ns())
-            except RejectedInput as e:
-                self._webrtc_rejected[stream][e.kind] += 1
-                log.debug("stream %s: rejected a data-channel text event (%s)", stream, e)
-                return
-            on_text(ev)
-
-        whip = WhipSessions(
-            self.webrtc, spec=self.loaded.spec, clock=self.clock,
-            ice_servers=cfg.http.ice_servers, on_text=on_webrtc_text,
-        )  # fmt: skip
+        whip = WhipSessions(self.webrtc, ice_servers=cfg.http.ice_servers)
         self.metrics = Metrics(
             self.stats, refresh=self._refresh_stats, outbox_depth=lambda: publisher.depth,
             connected=lambda: publisher.connected, peers=lambda: len(whip.sessions),
@@ -313,7 +282,9 @@ class Node:
             st.late = Counter(w.aligner.stats.late)
             st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())
             st.dropped["source"] = sum(src.dropped for src in w.sources)
-            rejected = Counter(self._webrtc_rejected.get(sid, {}))
+            rejected: Counter[str] = Counter()
+            if self.webrtc is not None and sid in self.webrtc.sources:
+                rejected.update(self.webrtc.sources[sid].rejected)  # its data channel's
             if self._text_in is not None:
                 rejected.update(self._text_in.rejected.get(sid, {}))
                 if self._text_in.discarded[sid]:

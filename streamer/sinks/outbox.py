@@ -3,7 +3,8 @@
 Messages leave the outbox only when the broker has acknowledged them (:meth:`Outbox.get`
 by sequence number, then :meth:`Outbox.confirm_through`), so a connection lost mid-batch
 leaves the unconfirmed ones at the head, to be sent again after reconnecting (duplicates
-are possible, loss is not). Every message put gets the next sequence number; ``head_seq`` is the oldest's.
+are possible, loss is not). Every message put gets the next sequence number; ``head_seq``
+is the oldest's.
 When full, :meth:`Outbox.put` drops the oldest message and counts it (the rule of
 :class:`streamer.queues.DropBuffer`, which holds them): producers never block and nothing
 grows without bound.

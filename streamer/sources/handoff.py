@@ -8,9 +8,10 @@ takes what else is already queued with :meth:`Handoff.get_nowait` (no wait, no w
 * blocking mode (``blocking=True``, unpaced file replay): ``put`` waits for space, so a
   file read as fast as possible applies backpressure instead of dropping.
 
-The drop-oldest rule is :class:`streamer.queues.DropBuffer`'s, under a lock here. The loop is woken with ``loop.call_soon_threadsafe`` only when the consumer is actually
-waiting, at most one callback per wait. ``put_error``/``put_end`` make ``get`` raise after
-the items already queued; :meth:`close` unblocks a waiting producer and consumer.
+The drop-oldest rule is :class:`streamer.queues.DropBuffer`'s, under a lock here. The
+loop is woken with ``loop.call_soon_threadsafe`` only when the consumer is actually
+waiting, at most one callback per wait. ``put_error``/``put_end`` make ``get`` raise
+after the items already queued; :meth:`close` unblocks a waiting producer and consumer.
 """
 
 from __future__ import annotations
