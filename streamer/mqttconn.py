@@ -208,9 +208,14 @@ class Reconnecting:
         await self._tg.__aenter__()
         self._runner = self._tg.create_task(
             reconnect_forever(
-                self.cfg, self._session, client_id=self.client_id, will=self._will,
-                what=self.what, max_incoming=self._max_incoming, queue_type=self._queue_type,
-            ),  # fmt: skip
+                self.cfg,
+                self._session,
+                client_id=self.client_id,
+                will=self._will,
+                what=self.what,
+                max_incoming=self._max_incoming,
+                queue_type=self._queue_type,
+            ),
             name=f"mqtt-{self.client_id}",
         )
         return self
