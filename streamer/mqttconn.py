@@ -2,8 +2,10 @@
 
 :func:`reconnect_forever` wraps one connection *session* in a loop: connect, run the
 session until the connection fails, log one line, back off (:class:`Backoff`, full
-jitter), connect again, until cancelled. The publisher (:mod:`streamer.sinks.mqtt`) and
-the text input (:mod:`streamer.sources.mqtt_text`) both run on it.
+jitter), connect again, until cancelled. :class:`Reconnecting` owns that loop as a
+resource (a task group, the loop's task, a clean DISCONNECT on exit); the publisher
+(:mod:`streamer.sinks.mqtt`) and the text input (:mod:`streamer.sources.mqtt_text`) both
+run on it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, NoReturn, Self
 
 import aiomqtt
 
@@ -166,3 +169,71 @@ async def until_disconnected(client: aiomqtt.Client) -> NoReturn:
     async for _ in client.messages:
         pass
     raise aiomqtt.MqttError("message iterator ended")
+
+
+class Reconnecting:
+    """One connection that comes back, as a resource: ``async with Reconnecting(cfg,
+    session, client_id=...)`` runs :func:`reconnect_forever` in a task group of its own;
+    :meth:`stop` (and leaving the block) cancels it, which leaves the client's context
+    with a clean DISCONNECT, and waits for it. Other tasks that live as long as the
+    connection loop join the group with :meth:`create_task`."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        session: Callable[[aiomqtt.Client], Awaitable[None]],
+        *,
+        client_id: str,
+        what: str,
+        will: aiomqtt.Will | None = None,
+        max_incoming: int = 0,
+        queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.what = what
+        self._session = session
+        self._will = will
+        self._max_incoming = max_incoming
+        self._queue_type = queue_type
+        self._tg: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    def create_task(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        assert self._tg is not None, "create_task() outside the async with block"
+        return self._tg.create_task(coro, name=name)
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._runner = self._tg.create_task(
+            reconnect_forever(
+                self.cfg,
+                self._session,
+                client_id=self.client_id,
+                will=self._will,
+                what=self.what,
+                max_incoming=self._max_incoming,
+                queue_type=self._queue_type,
+            ),
+            name=f"mqtt-{self.client_id}",
+        )
+        return self
+
+    async def stop(self) -> None:
+        """End the connection loop (idempotent) and wait until it has disconnected."""
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            await asyncio.wait([self._runner])
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        try:
+            await self.stop()
+        finally:
+            await self._tg.__aexit__(None, None, None)

@@ -1,48 +1,80 @@
-"""MqttTextInput against a real Mosquitto: routing, rejections, state, reconnection."""
+"""MqttTextInput against a real Mosquitto: routing, rejections, state, reconnection.
+
+Its text sources are read as a stream's worker reads them: ``open()`` returns once the
+subscriptions are up, ``recv()`` raises SourceError once the connection is lost."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
 from conftest import Mosquitto
 
 from streamer.config import MqttConfig
+from streamer.errors import SourceError
 from streamer.frames import NS, TextEvent
 from streamer.sources.mqtt_text import MqttTextInput
+from streamer.sources.textsource import TextSource
 from streamer.testing import FakeClock
 
 T = 10.0
 
 
 class Recorder:
+    """Reads every text source of an input as a worker would; the states (opened: True,
+    lost: False) are the first stream's, one per connection."""
+
     def __init__(self) -> None:
-        self.events: asyncio.Queue[TextEvent] = asyncio.Queue()
+        self.events: dict[str, asyncio.Queue[TextEvent]] = {}
         self.states: asyncio.Queue[bool] = asyncio.Queue()
 
-    def on_event(self, ev: TextEvent) -> None:
-        self.events.put_nowait(ev)
+    @contextlib.asynccontextmanager
+    async def reading(self, inp: MqttTextInput) -> AsyncIterator[None]:
+        streams = list(dict.fromkeys(inp.routes.values()))
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._read(inp.source(s), states=i == 0))
+                for i, s in enumerate(streams)
+            ]
+            try:
+                yield
+            finally:
+                for t in tasks:
+                    t.cancel()
 
-    def on_state(self, up: bool) -> None:
-        self.states.put_nowait(up)
+    async def _read(self, src: TextSource, *, states: bool) -> None:
+        events = self.events.setdefault(src.stream, asyncio.Queue())
+        while True:
+            await src.open()
+            if states:
+                self.states.put_nowait(True)
+            try:
+                while True:
+                    ev = await src.recv()
+                    assert isinstance(ev, TextEvent)
+                    events.put_nowait(ev)
+            except SourceError:
+                if states:
+                    self.states.put_nowait(False)
+                await src.close()
 
-    async def event(self) -> TextEvent:
-        return await asyncio.wait_for(self.events.get(), T)
+    async def event(self, stream: str) -> TextEvent:
+        return await asyncio.wait_for(self.events.setdefault(stream, asyncio.Queue()).get(), T)
 
     async def state(self) -> bool:
         return await asyncio.wait_for(self.states.get(), T)
 
 
-def text_input(url: str, rec: Recorder, clock: FakeClock) -> MqttTextInput:
+def text_input(url: str, clock: FakeClock) -> MqttTextInput:
     return MqttTextInput(
         MqttConfig(url=url),
         {"n/cam1/text": "cam1", "n/cam2/text": "cam2"},
         clock=clock,
-        on_event=rec.on_event,
-        on_state=rec.on_state,
         client_id="text-in",
     )
 
@@ -52,7 +84,8 @@ async def test_valid_events_are_routed_and_bad_ones_counted(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="streamer.sources.mqtt_text")
     rec, clock = Recorder(), FakeClock()
-    async with text_input(mosquitto.url, rec, clock) as inp:
+    inp = text_input(mosquitto.url, clock)
+    async with rec.reading(inp), inp:
         assert await rec.state() is True  # subscribed
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
             ts = clock.now_ns() / NS - 1.5
@@ -71,7 +104,8 @@ async def test_valid_events_are_routed_and_bad_ones_counted(
             ]
             for topic, payload in sends:
                 await pub.publish(topic, payload, qos=1)
-            got = [await rec.event() for _ in range(3)]
+            # in order within a stream (each stream has its own source)
+            got = [await rec.event("cam1"), await rec.event("cam2"), await rec.event("cam1")]
         assert [(e.stream, e.text) for e in got] == [
             ("cam1", "seven"),
             ("cam2", "eight"),
@@ -92,7 +126,8 @@ async def test_valid_events_are_routed_and_bad_ones_counted(
 
 async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mosquitto) -> None:
     rec, clock = Recorder(), FakeClock()
-    async with text_input(mosquitto.url, rec, clock):
+    inp = text_input(mosquitto.url, clock)
+    async with rec.reading(inp), inp:
         assert await rec.state() is True
         mosquitto.stop()
         assert await rec.state() is False
@@ -100,7 +135,7 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mos
         assert await rec.state() is True  # subscriptions acknowledged again
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
             await pub.publish("n/cam2/text", b"back", qos=1)
-            ev = await rec.event()
+            ev = await rec.event("cam2")
         assert (ev.stream, ev.text) == ("cam2", "back")
 
 
@@ -130,10 +165,9 @@ async def test_a_flood_past_the_incoming_queue_is_counted_per_stream_and_logged_
     caplog.set_level(logging.WARNING)
     rec, clock = Recorder(), FakeClock()
     inp = StalledInput(
-        MqttConfig(url=mosquitto.url), {"n/cam1/text": "cam1"}, clock=clock,
-        on_event=rec.on_event, on_state=rec.on_state, client_id="text-in",
-    )  # fmt: skip
-    async with inp:
+        MqttConfig(url=mosquitto.url), {"n/cam1/text": "cam1"}, clock=clock, client_id="text-in"
+    )
+    async with rec.reading(inp), inp:
         assert await rec.state() is True
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
             for i in range(50):
@@ -143,7 +177,7 @@ async def test_a_flood_past_the_incoming_queue_is_counted_per_stream_and_logged_
                 inp.discard_seen.clear()
                 await inp.discard_seen.wait()
         inp.gate.set()
-        got = [(await rec.event()).text for _ in range(10)]
+        got = [(await rec.event("cam1")).text for _ in range(10)]
     assert got == [f"event {i}" for i in range(40, 50)]  # the oldest gave way
     assert inp.discarded == {"cam1": 40}
     lines = [r.getMessage() for r in caplog.records if "queued unread" in r.getMessage()]

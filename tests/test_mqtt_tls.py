@@ -114,21 +114,20 @@ async def test_publisher_and_text_input_over_tls_with_a_password(
 ) -> None:
     cfg = secure_broker.cfg()
     topics = Topics("sec", "n1")
-    events: asyncio.Queue[TextEvent] = asyncio.Queue()
-    states: asyncio.Queue[bool] = asyncio.Queue()
     text_in = MqttTextInput(
         cfg,
         {topics.prediction("s1"): "s1"},  # listen to what the publisher sends
         clock=FakeClock(),
-        on_event=events.put_nowait,
-        on_state=states.put_nowait,
         client_id="sec-text",
     )
+    text = text_in.source("s1")
     async with text_in, MqttPublisher(cfg, topics, client_id="sec-pub") as pub:
-        assert await asyncio.wait_for(states.get(), T) is True
+        await asyncio.wait_for(text.open(), T)  # subscribed
+        assert text.connected is True
         await asyncio.wait_for(pub.wait_connected(), T)
         pub.enqueue(topics.prediction("s1"), "over tls", 1)
-        ev = await asyncio.wait_for(events.get(), T)
+        ev = await asyncio.wait_for(text.recv(), T)
+        assert isinstance(ev, TextEvent)
         assert (ev.stream, ev.text) == ("s1", "over tls")
 
 

@@ -405,7 +405,8 @@ class _Queued:
 
 
 class _Unqueued(_Queued):
-    recv_nowait = None  # type: ignore[assignment]
+    def recv_nowait(self) -> int | None:  # the protocol's default: no queue of its own
+        return None
 
 
 async def _batch(src: _Queued, limit: int) -> list[object]:

@@ -82,7 +82,7 @@ def worker(
     runner = Runner()
     w = StreamWorker(
         cfg, window=WindowConfig(length=0.5, hop=0.5, max_delay=0.2), spec=SPEC,
-        clock=NODE_CLOCK, sources=sources, text_topics=[], runner=runner,  # type: ignore[arg-type]
+        clock=NODE_CLOCK, sources=sources, runner=runner,  # type: ignore[arg-type]
         stats=StreamStats(), status=status,
     )  # fmt: skip
     return w, runner, statuses

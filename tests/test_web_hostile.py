@@ -28,8 +28,6 @@ from conftest import Mosquitto, free_port, require_root, require_tool, wait_port
 from e2e_helpers import RunningNode, run_node
 from webrtc_helpers import Publisher, loopback_only, webrtc_config
 
-from models.spec import ModelSpec
-from streamer.clock import NodeClock
 from streamer.sources.webrtc import WebRTCHub
 from streamer.web.whip import WhipSessions
 
@@ -335,10 +333,7 @@ async def test_a_publisher_that_never_connects_is_released_with_a_reason(
     loopback_only()
     hub = WebRTCHub()
     source = hub.source("cam", frozenset({"video", "audio"}))
-    whip = WhipSessions(
-        hub, spec=ModelSpec(), clock=NodeClock(), ice_servers=[],
-        on_text=lambda stream, payload: None, connect_timeout=2.0,
-    )  # fmt: skip
+    whip = WhipSessions(hub, ice_servers=[], connect_timeout=2.0)
     caplog.set_level(logging.INFO, logger="streamer.web.whip")
     session, answer = await whip.create("cam", (await _offer()).encode())  # its peer is gone
     assert "a=candidate" in answer and source.busy

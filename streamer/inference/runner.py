@@ -177,8 +177,8 @@ class InferenceRunner:
             batch = [first]
             deadline = loop.time() + max_wait
             while len(batch) < self._cfg.max_batch:
-                if len(self.queue):
-                    batch.append(self.queue.get_nowait())
+                if (more := self.queue.get_nowait()) is not None:
+                    batch.append(more)
                     continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
-from streamer.errors import RejectedInput
-from streamer.frames import Modality, TextEvent, Window
+from streamer.frames import Modality, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.pipeline.worker import StreamWorker
@@ -47,7 +46,7 @@ from streamer.sinks.topics import Topics
 from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
-from streamer.sources.text import parse_text_event
+from streamer.sources.textsource import TextSource
 from streamer.sources.webrtc import WebRTCHub
 from streamer.stats import Stats
 from streamer.web.events import LiveEvents
@@ -85,7 +84,6 @@ class Node:
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.web: WebServer | None = None
-        self._webrtc_rejected: dict[str, Counter[str]] = {s.id: Counter() for s in cfg.streams}
         self.sinks = Fanout(sinks or ())
         self._own_sinks = sinks is None
         self._open_sources = sources
@@ -116,8 +114,9 @@ class Node:
                 device=self.loaded.device, on_drop=self._on_drop,
             )  # fmt: skip
             async with self.sinks, runner_cm as runner:
-                workers = self._streams(cfg, runner)
-                async with self._text_input(cfg), self._web(cfg):
+                text_in = self._text_input(cfg)
+                workers = self._streams(cfg, runner, text_in)
+                async with text_in, self._web(cfg):
                     ended = await self._run_workers(list(workers.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
@@ -142,15 +141,18 @@ class Node:
             spool=self._spool, announce=self.worker is None,
         )  # fmt: skip
 
-    def _streams(self, cfg: Config, runner: InferenceRunner) -> dict[str, StreamWorker]:
+    def _streams(
+        self, cfg: Config, runner: InferenceRunner, text_in: MqttTextInput
+    ) -> dict[str, StreamWorker]:
         for s in cfg.streams:
+            text = text_in.source(s.id) if s.id in text_in.routes.values() else None
             w = StreamWorker(
                 s,
                 window=cfg.window,
                 spec=self.loaded.spec,
                 clock=self.clock,
-                sources=self._sources_of(s),
-                text_topics=s.text_topics(cfg.mqtt.prefix, cfg.node),
+                sources=self._sources_of(s, text),
+                text=text,
                 runner=runner,
                 stats=self.stats[s.id],
                 status=self._status,
@@ -160,10 +162,14 @@ class Node:
                 self._status(s.id, m, False)
         return self._workers
 
-    def _sources_of(self, s: StreamConfig) -> list[Source]:
+    def _sources_of(self, s: StreamConfig, text: TextSource | None) -> list[Source]:
+        """The stream's video and audio sources (the data channel of a WebRTC one also
+        feeds ``text``)."""
         if self._open_sources is not None:
             return self._open_sources(s)
-        return open_sources(s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc)
+        return open_sources(
+            s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc, text=text
+        )
 
     # -- what flows to the sinks ---------------------------------------------------------
     def _status(self, stream: str, modality: Modality, online: bool) -> None:
@@ -195,22 +201,12 @@ class Node:
                             "stats dropped_by says where)", sid, lost)  # fmt: skip
 
     # -- the inputs beside the sources ---------------------------------------------------
-    def _push_text(self, ev: TextEvent) -> None:
-        w = self._workers.get(ev.stream)
-        if w is not None:
-            w.push_text(ev)
-
     def _text_input(self, cfg: Config) -> MqttTextInput:
+        """The node's one MQTT text connection; it feeds a text source per stream."""
         routes = {t: s.id for s in cfg.streams for t in s.text_topics(cfg.mqtt.prefix, cfg.node)}
-
-        def on_state(connected: bool) -> None:
-            for w in self._workers.values():
-                w.set_text_live(connected)
-
         self._text_in = MqttTextInput(
-            cfg.mqtt, routes, clock=self.clock, on_event=self._push_text, on_state=on_state,
-            client_id=f"{self.client_id}-text",
-        )  # fmt: skip
+            cfg.mqtt, routes, clock=self.clock, client_id=f"{self.client_id}-text"
+        )
         return self._text_in
 
     @contextlib.asynccontextmanager
@@ -224,19 +220,7 @@ class Node:
         from streamer.web.sinks import LiveEventsSink, MetricsSink
         from streamer.web.whip import WhipSessions
 
-        def on_webrtc_text(stream: str, payload: bytes) -> None:
-            try:
-                ev = parse_text_event(payload, stream=stream, now_ns=self.clock.now_ns())
-            except RejectedInput as e:
-                self._webrtc_rejected[stream][e.kind] += 1
-                log.debug("stream %s: rejected a data-channel text event (%s)", stream, e)
-                return
-            self._push_text(ev)
-
-        whip = WhipSessions(
-            self.webrtc, spec=self.loaded.spec, clock=self.clock,
-            ice_servers=cfg.http.ice_servers, on_text=on_webrtc_text,
-        )  # fmt: skip
+        whip = WhipSessions(self.webrtc, ice_servers=cfg.http.ice_servers)
         mqtt = next((s for s in self.sinks.sinks if isinstance(s, MqttSink)), None)
         metrics = Metrics(
             self.stats, refresh=self._refresh_stats,
@@ -305,7 +289,9 @@ class Node:
             st.late = Counter(w.aligner.stats.late)
             st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())
             st.dropped["source"] = sum(src.dropped for src in w.sources)
-            rejected = Counter(self._webrtc_rejected.get(sid, {}))
+            rejected: Counter[str] = Counter()
+            if self.webrtc is not None and sid in self.webrtc.sources:
+                rejected.update(self.webrtc.sources[sid].rejected)  # its data channel's
             if self._text_in is not None:
                 rejected.update(self._text_in.rejected.get(sid, {}))
                 if self._text_in.discarded[sid]:

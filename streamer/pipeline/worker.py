@@ -1,7 +1,8 @@
 """One stream: its sources feed its aligner; ready windows go to the inference runner.
 
 One task per source reads items (with those already queued behind, in one batch) and
-pushes them into the aligner. A ticker task emits
+pushes them into the aligner; the stream's text (a source too) follows the others: it
+neither paces the stream nor keeps it running once they have ended. A ticker task emits
 windows whose deadline (``end + max_delay``) passes while the sources are silent. Both
 poll and submit under one lock, so windows leave in start order.
 """
@@ -18,7 +19,7 @@ from streamer.backoff import Backoff
 from streamer.clock import Clock
 from streamer.config import StreamConfig, WindowConfig
 from streamer.errors import SourceEnded, SourceError, SourceOpenError, SourcePermanentError
-from streamer.frames import Modality, TextEvent, Window, modality_of
+from streamer.frames import Modality, Window, modality_of
 from streamer.inference.runner import InferenceRunner
 from streamer.sources.base import Source, recv_batch
 from streamer.stats import StreamStats
@@ -32,13 +33,13 @@ REOPEN_CAP_S = 2.0
 PUMP_BATCH = 32
 
 
-def configured_modalities(cfg: StreamConfig, text_topics: Sequence[str]) -> list[Modality]:
+def configured_modalities(cfg: StreamConfig, text: bool) -> list[Modality]:
     mods: list[Modality] = []
     if cfg.video is not None:
         mods.append("video")
     if cfg.audio is not None:
         mods.append("audio")
-    if text_topics:
+    if text:
         mods.append("text")
     return mods
 
@@ -52,7 +53,7 @@ class StreamWorker:
         spec: ModelSpec,
         clock: Clock,
         sources: Sequence[Source],
-        text_topics: Sequence[str],
+        text: Source | None = None,
         runner: InferenceRunner,
         stats: StreamStats,
         status: StatusFn,
@@ -62,12 +63,13 @@ class StreamWorker:
         self.id = cfg.id
         self.cfg = cfg
         self._clock = clock
-        self.sources = list(sources)
+        self.sources = list(sources)  # video and audio
+        self.text = text
         self._runner = runner
         self._stats = stats
         self._status = status
         self._backoff = backoff
-        self.modalities = configured_modalities(cfg, text_topics)
+        self.modalities = configured_modalities(cfg, text is not None)
         self.aligner = StreamAligner(
             cfg.id,
             length_ns=window.length_ns,
@@ -85,25 +87,19 @@ class StreamWorker:
         self._armed: int | None = None  # the deadline the ticker sleeps toward, if any
         self._ended = asyncio.Event()
         self._open_sources = len(self.sources)
+        self._text_task: asyncio.Task[None] | None = None
         if "text" in self.modalities:
             self.aligner.set_live("text", False)
 
-    # -- text comes from the MQTT input, on the loop -------------------------------------
-    def push_text(self, event: TextEvent) -> None:
-        if "text" not in self.modalities:
-            return
-        self._stats.count_in("text")
-        self.aligner.push(event)
-        self._poke.set()
-
-    def set_text_live(self, live: bool) -> None:
-        if "text" not in self.modalities:
-            return
-        self._text_live = live
-        # Text gates windows only where time is the wall clock's; an unpaced replay
-        # runs ahead of it, and text simply joins the windows still open.
-        self.aligner.set_live("text", live and self.realtime)
-        self._status(self.id, "text", live)
+    def _online(self, src: Source, live: bool) -> None:
+        """``src`` opened (or failed): its modalities' status; text gates windows."""
+        for m in src.modalities:
+            self._status(self.id, m, live)
+        if src is self.text:
+            self._text_live = live
+            # Text gates windows only where time is the wall clock's; an unpaced replay
+            # runs ahead of it, and text simply joins the windows still open.
+            self.aligner.set_live("text", live and self.realtime)
 
     # -- the tasks -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -111,6 +107,8 @@ class StreamWorker:
         async with asyncio.TaskGroup() as tg:
             for i, src in enumerate(self.sources):
                 tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
+            if self.text is not None:
+                self._text_task = tg.create_task(self._read(self.text), name=f"{self.id}-text")
             tg.create_task(self._tick(), name=f"{self.id}-ticker")
         self._runner.forget(self.id)  # ended: its cache goes once its last window is out
 
@@ -138,27 +136,32 @@ class StreamWorker:
                         return
                     await backoff.sleep()
                     continue
-                for m in src.modalities:
-                    self._status(self.id, m, True)
+                self._online(src, True)
                 try:
                     await self._pump(src, backoff)
                     return
                 except SourceError as e:
-                    self._stats.errors += 1
-                    if not src.live:  # a corrupt file does not heal: report it, end it
+                    if src is self.text:  # an outage the connection logs once, for all
+                        log.debug("stream %s: %s; reopening", self.id, e)
+                    elif not src.live:  # a corrupt file does not heal: report it, end it
+                        self._stats.errors += 1
                         log.error("stream %s: %s", self.id, e)
                         return
-                    log.warning("stream %s: %s; reopening", self.id, e)
-                    for m in src.modalities:
-                        self._status(self.id, m, False)
+                    else:
+                        self._stats.errors += 1
+                        log.warning("stream %s: %s; reopening", self.id, e)
+                    self._online(src, False)
                     await src.close()
                     await backoff.sleep()
         finally:
             await src.close()
-            for m in src.modalities:
-                self._status(self.id, m, False)
-                self.aligner.end(m)
-            self._source_done()
+            if src is not self.text:
+                self._online(src, False)
+                for m in src.modalities:
+                    self.aligner.end(m)
+                self._source_done()
+            elif not self._ended.is_set():  # stopped; else it followed the stream's end
+                self._online(src, False)  # (and its status stays: the connection is up)
 
     async def _pump(self, src: Source, backoff: Backoff) -> None:
         first = True
@@ -189,6 +192,8 @@ class StreamWorker:
         if self._open_sources <= 0:
             if "text" in self.modalities:
                 self.aligner.end("text")
+            if self._text_task is not None:
+                self._text_task.cancel()  # text follows the stream
             self._ended.set()
             self._poke.set()
 

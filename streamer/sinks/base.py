@@ -167,8 +167,8 @@ class BufferedSink(ABC):
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._batch and len(self._queue):
-                batch.append(self._queue.get_nowait())
+            while len(batch) < self._batch and (more := self._queue.get_nowait()) is not None:
+                batch.append(more)
             self._writing = len(batch)
             try:
                 await self.write(batch)

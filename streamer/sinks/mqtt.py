@@ -1,6 +1,6 @@
 """The MQTT publisher: an outbox drained to the broker over a connection that comes back.
 
-The connection comes back through :func:`streamer.mqttconn.reconnect_forever`.
+The connection comes back through :class:`streamer.mqttconn.Reconnecting`.
 
 :class:`MqttPublisher` owns the node's publishing connection::
 
@@ -31,7 +31,7 @@ from typing import NoReturn, Self
 import aiomqtt
 
 from streamer.config import MqttConfig
-from streamer.mqttconn import reconnect_forever, until_disconnected
+from streamer.mqttconn import Reconnecting, until_disconnected
 from streamer.sinks.outbox import Message, Outbox
 from streamer.sinks.spool import Journal, Spool, SpoolError, spoolable
 from streamer.sinks.topics import Topics
@@ -87,8 +87,7 @@ class MqttPublisher:
         self._down = asyncio.Event()
         self._down.set()
         self._wake = asyncio.Event()  # a message was queued or a publish finished
-        self._tg: asyncio.TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._conn: Reconnecting | None = None
         self._closing = False
 
     # -- state -----------------------------------------------------------------------
@@ -167,27 +166,22 @@ class MqttPublisher:
             if old:
                 log.info("mqtt publisher: %d spooled messages from %s go first", len(old),
                          self.spool.path)  # fmt: skip
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
+        self._conn = Reconnecting(
+            self.cfg,
+            self._session,
+            client_id=self.client_id,
+            will=(
+                aiomqtt.Will(self.topics.available, OFFLINE, qos=1, retain=True)
+                if self.announce else None
+            ),
+            what=f"mqtt publisher {self.client_id}",
+        )  # fmt: skip
+        await self._conn.__aenter__()
         if self.spool is not None:  # what the broker has not acked reaches the disk
             self._journal = Journal(self.spool, self._outbox)
-            self._journal_task = self._tg.create_task(
+            self._journal_task = self._conn.create_task(
                 self._journal.run(), name=f"mqtt-journal-{self.client_id}"
             )
-        self._runner = self._tg.create_task(
-            reconnect_forever(
-                self.cfg,
-                self._session,
-                client_id=self.client_id,
-                will=(
-                    aiomqtt.Will(self.topics.available, OFFLINE, qos=1, retain=True)
-                    if self.announce
-                    else None
-                ),
-                what=f"mqtt publisher {self.client_id}",
-            ),
-            name=f"mqtt-publisher-{self.client_id}",
-        )
         return self
 
     async def __aexit__(
@@ -196,12 +190,12 @@ class MqttPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._tg is not None
+        assert self._conn is not None
         try:
             # on an error or a cancellation, do not wait for the outbox; still say "stopped"
             await self.close(self.close_timeout if exc_type is None else 0.0)
         finally:
-            await self._tg.__aexit__(None, None, None)
+            await self._conn.__aexit__(None, None, None)
 
     async def close(self, timeout: float | None = None) -> int:  # noqa: ASYNC109
         """Drain for up to ``timeout`` s, publish "stopped", disconnect cleanly and stop
@@ -218,9 +212,8 @@ class MqttPublisher:
                 log.warning("mqtt publisher: closing with %d messages undelivered", left)
             await self._publish_stopped(max(deadline - loop.time(), 1.0))
         finally:
-            if self._runner is not None and not self._runner.done():
-                self._runner.cancel()  # leaves the client's context: a clean DISCONNECT
-                await asyncio.wait([self._runner])
+            if self._conn is not None:
+                await self._conn.stop()  # leaves the client's context: a clean DISCONNECT
             await self._save_spool()
         return len(self._outbox)
 

@@ -48,7 +48,7 @@ from streamer.sources.avurls import (
     v4l2_options,
 )
 from streamer.sources.base import DEFAULT_QUEUE
-from streamer.sources.clockmap import PtsMapper
+from streamer.sources.clockmap import PtsMapper, StaleFilter
 from streamer.sources.convert import AudioConverter, video_to_rgb
 from streamer.sources.handoff import Handoff
 from streamer.timebase import frame_rank, slot_index, slot_ns
@@ -101,7 +101,7 @@ class AVSource:
         self.read_timeout = read_timeout
         self.queue_size = queue_size
         self.corrupt = 0  # packets that failed to decode and were skipped
-        self.stale = 0  # live items stamped no later than their predecessor, dropped
+        self._stale = StaleFilter()  # live items stamped no later than their predecessor
         self._dropped_before = 0  # by the hand-offs of earlier opens
         self._handoff: Handoff[Item] | None = None
         self._thread: threading.Thread | None = None
@@ -111,7 +111,7 @@ class AVSource:
         """Per-open state: a source may be opened again after close()."""
         self._stop = threading.Event()
         self._mapper = PtsMapper(self.clock, live=not self.is_file)
-        self._last_ns: dict[Modality, int] = {}
+        self._stale.reset()
         self._video_next: float | None = None  # media time expected for the next frame
         self._audio_next: float | None = None  # media time of the next audio sample
         self._joined: list[AudioChunk] = []  # unpaced: contiguous chunks not handed over yet
@@ -123,7 +123,7 @@ class AVSource:
     def dropped(self) -> int:
         """Items dropped: the oldest when the consumer fell behind, and stale live items."""
         queued = self._handoff.dropped if self._handoff is not None else 0
-        return self.stale + self._dropped_before + queued
+        return self._stale.dropped + self._dropped_before + queued
 
     # --- the event-loop side ------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class AVSource:
             t = self._video_next if self._video_next is not None else 0.0
         self._video_next = t + frame_s
         ts = self._mapper.map(t, frame_s)
-        if self._is_stale("video", ts):
+        if self._stale.stale("video", ts):
             return
         if not self.slot_frames:
             self._deliver(
@@ -327,7 +327,7 @@ class AVSource:
             seconds = len(samples) / rate
             self._audio_next = start + seconds
             ts = self._mapper.map(start, seconds)
-            if self._is_stale("audio", ts):
+            if self._stale.stale("audio", ts):
                 continue
             chunk = AudioChunk(self.stream, ts, samples, rate)
             if self.live:
@@ -353,15 +353,6 @@ class AVSource:
         self._joined = []
         self._joined_n = 0
         self._deliver(chunk, chunk.end_ns)
-
-    def _is_stale(self, modality: Modality, ts: int) -> bool:
-        """A live item stamped no later than its track's previous one (a burst): drop it."""
-        last = self._last_ns.get(modality)
-        if last is not None and ts <= last:
-            self.stale += 1
-            return True
-        self._last_ns[modality] = ts
-        return False
 
     def _deliver(self, item: Item, release_ns: int) -> None:
         """Pace a realtime file (sleep until the item is due), then hand it to the loop."""

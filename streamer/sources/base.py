@@ -13,7 +13,6 @@ jittered backoff. A finite source ends with :class:`~streamer.errors.SourceEnded
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from streamer.frames import Item, Modality
@@ -24,6 +23,9 @@ DEFAULT_QUEUE = 64
 
 @runtime_checkable
 class Source(Protocol):
+    """What the pipeline reads. A source class may subclass it to inherit the default
+    :meth:`recv_nowait` (a source with no queue of its own)."""
+
     url: str
     modalities: frozenset[Modality]  # what recv() yields
     live: bool  # paced by the wall clock (capture devices, network, mic, synthetic, realtime file)
@@ -41,6 +43,12 @@ class Source(Protocol):
         """The next item; SourceEnded at the end of a finite source, SourceError on failure."""
         ...
 
+    def recv_nowait(self) -> Item | None:
+        """The fast path: the next item already queued, without waiting; None when none
+        is (and always, for a source without a queue). It never raises the end or an
+        error: the next ``recv()`` does."""
+        return None
+
     async def close(self) -> None:
         """Stop capturing and release the device; safe to call twice or before open()."""
         ...
@@ -48,12 +56,9 @@ class Source(Protocol):
 
 async def recv_batch(src: Source, limit: int) -> list[Item]:
     """The next item and those already queued behind it, at most ``limit`` in all: one
-    await (one trip through the event loop) per batch instead of per item. A source with
-    a queue offers ``recv_nowait() -> Item | None`` (None: nothing queued; it never raises
-    the end, the next ``recv()`` does). Raises as ``recv()`` does, before taking any item."""
+    await (one trip through the event loop) per batch instead of per item. Raises as
+    ``recv()`` does, before taking any item."""
     items = [await src.recv()]
-    more: Callable[[], Item | None] | None = getattr(src, "recv_nowait", None)
-    if more is not None:
-        while len(items) < limit and (item := more()) is not None:
-            items.append(item)
+    while len(items) < limit and (item := src.recv_nowait()) is not None:
+        items.append(item)
     return items

@@ -9,7 +9,7 @@ the same file keep their relative timing. The base is fixed at the first frame:
   base back so the newest item maps to "now" (the earliest-arrival estimate of the
   offset); data that falls more than ``resync_s`` behind the clock (a sender restart, a
   backward jump or wrap) resyncs the base forward. Callers drop an item whose time is not
-  after its track's previous one (see AVSource);
+  after its track's previous one (:class:`StaleFilter`);
 * loop playback adds one file duration per pass, so time keeps increasing.
 
 Pure logic on an injected clock; not thread-safe (one demuxer thread uses it).
@@ -66,3 +66,25 @@ class PtsMapper:
             return
         self._offset += max(self._end_ns - self._first_ns, 1)
         self._end_ns = None
+
+
+class StaleFilter:
+    """Drops a live item stamped no later than its track's previous one (a burst that the
+    mapper moved back to "now"); ``dropped`` counts them. Not thread-safe."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self._last: dict[str, int] = {}
+
+    def stale(self, track: str, ts: int) -> bool:
+        """True (and counted) when ``ts`` is not after ``track``'s previous time."""
+        last = self._last.get(track)
+        if last is not None and ts <= last:
+            self.dropped += 1
+            return True
+        self._last[track] = ts
+        return False
+
+    def reset(self) -> None:
+        """Forget the previous times (a source opened again); the count stays."""
+        self._last.clear()

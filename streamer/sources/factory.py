@@ -1,4 +1,5 @@
-"""Build the capture sources of one configured stream (video and audio; text is elsewhere).
+"""Build the capture sources of one configured stream (video and audio; the text source
+comes from the node's MQTT text input, :mod:`streamer.sources.mqtt_text`).
 
 When ``video`` and ``audio`` name the same URL, ONE source reads the container and
 yields both, so both tracks share its clock. Otherwise there is one source per modality,
@@ -20,6 +21,7 @@ from streamer.sources.avurls import check_readable, file_path, v4l2_options
 from streamer.sources.base import Source
 from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
+from streamer.sources.textsource import TextSource
 from streamer.sources.webrtc import WebRTCHub
 
 
@@ -31,8 +33,10 @@ def make_source(
     spec: ModelSpec,
     clock: Clock,
     webrtc: WebRTCHub | None = None,
+    text: TextSource | None = None,
 ) -> Source:
-    """One source for ``url`` yielding ``modalities`` (video, audio or both)."""
+    """One source for ``url`` yielding ``modalities`` (video, audio or both); ``text`` is
+    the stream's text source, where a WebRTC peer's data channel goes."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
@@ -59,7 +63,7 @@ def make_source(
     if url == "webrtc":
         if webrtc is None:
             raise SourcePermanentError(url, "webrtc ingest needs the HTTP server (http.listen)")
-        return webrtc.source(stream.id, modalities)
+        return webrtc.source(stream.id, modalities, spec=spec, clock=clock, text=text)
     raise SourcePermanentError(url, f"unsupported scheme {scheme!r}")
 
 
@@ -107,9 +111,10 @@ def open_sources(
     spec: ModelSpec,
     clock: Clock = NODE_CLOCK,
     webrtc: WebRTCHub | None = None,
+    text: TextSource | None = None,
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``)."""
     return [
-        make_source(url, mods, stream=stream, spec=spec, clock=clock, webrtc=webrtc)
+        make_source(url, mods, stream=stream, spec=spec, clock=clock, webrtc=webrtc, text=text)
         for _, url, mods in _wanted(stream)
     ]

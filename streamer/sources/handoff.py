@@ -8,19 +8,20 @@ takes what else is already queued with :meth:`Handoff.get_nowait` (no wait, no w
 * blocking mode (``blocking=True``, unpaced file replay): ``put`` waits for space, so a
   file read as fast as possible applies backpressure instead of dropping.
 
-The loop is woken with ``loop.call_soon_threadsafe`` only when the consumer is actually
-waiting, at most one callback per wait. ``put_error``/``put_end`` make ``get`` raise after
-the items already queued; :meth:`close` unblocks a waiting producer and consumer.
+The drop-oldest rule is :class:`streamer.queues.DropBuffer`'s, under a lock here. The
+loop is woken with ``loop.call_soon_threadsafe`` only when the consumer is actually
+waiting, at most one callback per wait. ``put_error``/``put_end`` make ``get`` raise
+after the items already queued; :meth:`close` unblocks a waiting producer and consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
 from typing import Generic, TypeVar
 
 from streamer.errors import SourceEnded
+from streamer.queues import DropBuffer
 
 T = TypeVar("T")
 
@@ -34,22 +35,18 @@ class Handoff(Generic[T]):
     def __init__(
         self, maxsize: int, *, loop: asyncio.AbstractEventLoop, blocking: bool = False
     ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be >= 1")
+        self._items: DropBuffer[T] = DropBuffer(maxsize)
         self.maxsize = maxsize
         self.blocking = blocking
         self._loop = loop
-        self._items: deque[T] = deque()
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._waiter: asyncio.Future[None] | None = None
-        self._terminal: BaseException | None = None
         self._closed = False
-        self._dropped = 0
 
     @property
     def dropped(self) -> int:
-        return self._dropped
+        return self._items.dropped
 
     @property
     def closed(self) -> bool:
@@ -64,22 +61,18 @@ class Handoff(Generic[T]):
         """Queue ``item``; False if the hand-off is closed or already ended (item discarded)."""
         with self._lock:
             if self.blocking:
-                while len(self._items) >= self.maxsize and not self._closed:
+                while self._items.full and not self._closed:
                     self._space.wait()
-            if self._closed or self._terminal is not None:
+            if self._closed or self._items.end is not None:
                 return False
-            if len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self._dropped += 1
-            self._items.append(item)
+            self._items.push(item)
             self._wake_locked()
             return True
 
     def put_error(self, exc: BaseException) -> None:
         """``get`` raises ``exc`` once the items queued before it are consumed."""
         with self._lock:
-            if self._terminal is None:
-                self._terminal = exc
+            self._items.finish(exc)
             self._wake_locked()
 
     def put_end(self, message: str = "end of stream") -> None:
@@ -100,10 +93,10 @@ class Handoff(Generic[T]):
     async def get(self) -> T:
         while True:
             with self._lock:
-                if self._items:
+                if len(self._items):
                     return self._pop_locked()
-                if self._terminal is not None:
-                    raise self._terminal
+                if self._items.end is not None:
+                    raise self._items.end
                 if self._closed:
                     raise SourceEnded("closed")
                 fut: asyncio.Future[None] = self._loop.create_future()
@@ -119,10 +112,10 @@ class Handoff(Generic[T]):
         """The next queued item, or None if none is queued (an end or error queued behind
         the items is raised by the next :meth:`get`, never here)."""
         with self._lock:
-            return self._pop_locked() if self._items else None
+            return self._pop_locked() if len(self._items) else None
 
     def _pop_locked(self) -> T:
-        item = self._items.popleft()
+        item = self._items.pop()
         if self.blocking:
             self._space.notify()  # room for a producer waiting in put()
         return item

@@ -1,17 +1,19 @@
-"""Text events from MQTT topics: a subscriber that reconnects forever.
+"""Text events from MQTT topics: one subscriber for the node that reconnects forever.
 
 Each routed topic (``topic -> stream id``) is subscribed with QoS 1. Every message is
-parsed by :func:`streamer.sources.text.parse_text_event`; a good one goes to ``on_event``,
-a bad one is counted in ``rejected[stream][kind]`` and logged once per stream and kind.
+parsed by :func:`streamer.sources.text.parse_text_event`; a good one goes to its stream's
+:class:`~streamer.sources.textsource.TextSource` (:meth:`MqttTextInput.source`, what the
+stream's worker reads), a bad one is counted in ``rejected[stream][kind]`` and logged once
+per stream and kind.
 Nothing a publisher sends can end the loop. Messages on topics with no route are ignored.
 The incoming queue holds at most ``MAX_QUEUED`` unread messages: a flood beyond that
-drops the oldest, counted per stream in ``discarded`` (the stats' ``dropped_by.text_queue``)
-and logged once per interval.
+drops the oldest, counted per stream in ``discarded`` (the stats' ``dropped_by.text_queue``,
+which also counts what a stream's own queue drops) and logged once per interval.
 
-The connection loop is the publisher's (:func:`streamer.mqttconn.reconnect_forever`):
-on a lost connection it logs one line, backs off with full jitter and connects again.
-``on_state(True)`` is called once the subscriptions are acknowledged, ``on_state(False)``
-when that connection is lost.
+The connection loop is the publisher's (:class:`streamer.mqttconn.Reconnecting`): on a
+lost connection it logs one line, backs off with full jitter and connects again. Every
+text source goes up once the subscriptions are acknowledged, and down when that
+connection is lost (leaving the ``async with`` block is a loss too).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from streamer.clock import Clock
 from streamer.config import MqttConfig
 from streamer.errors import RejectedInput
 from streamer.frames import TextEvent
-from streamer.mqttconn import reconnect_forever
+from streamer.mqttconn import Reconnecting
 from streamer.ratelog import RateLimitedLog
 from streamer.sources.text import MAX_BYTES, parse_text_event
+from streamer.sources.textsource import TextSource
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ class MqttTextInput:
         routes: Mapping[str, str],
         *,
         clock: Clock,
-        on_event: Callable[[TextEvent], None],
-        on_state: Callable[[bool], None],
         client_id: str,
         max_bytes: int = MAX_BYTES,
     ) -> None:
@@ -70,31 +71,32 @@ class MqttTextInput:
         self.clock = clock
         self.client_id = client_id
         self.max_bytes = max_bytes
-        self._on_event = on_event
-        self._on_state = on_state
         self.rejected: dict[str, Counter[str]] = {s: Counter() for s in self.routes.values()}
         self.received: Counter[str] = Counter()  # accepted events per stream
         self.discarded: Counter[str] = Counter()  # per stream: a flood past MAX_QUEUED
         self._logged: set[tuple[str, str]] = set()
         self._floods = RateLimitedLog(log)
-        self._tg: asyncio.TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._sources = {
+            s: TextSource(s, maxsize=MAX_QUEUED, on_drop=self._dropper(s))
+            for s in self.routes.values()
+        }
+        self._conn: Reconnecting | None = None
+
+    def source(self, stream: str) -> TextSource:
+        """The text source of ``stream`` (one with routed topics)."""
+        return self._sources[stream]
 
     async def __aenter__(self) -> Self:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
         if self.routes:  # nothing to subscribe to: no connection at all
-            self._runner = self._tg.create_task(
-                reconnect_forever(
-                    self.cfg,
-                    self._session,
-                    client_id=self.client_id,
-                    what=f"mqtt text input {self.client_id}",
-                    max_incoming=MAX_QUEUED,
-                    queue_type=discarding_queue(self._discard),
-                ),
-                name=f"mqtt-text-{self.client_id}",
+            self._conn = Reconnecting(
+                self.cfg,
+                self._session,
+                client_id=self.client_id,
+                what=f"mqtt text input {self.client_id}",
+                max_incoming=MAX_QUEUED,
+                queue_type=discarding_queue(self._discard),
             )
+            await self._conn.__aenter__()
         return self
 
     async def __aexit__(
@@ -103,10 +105,8 @@ class MqttTextInput:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._tg is not None
-        if self._runner is not None:
-            self._runner.cancel()  # leaves the client's context: a clean DISCONNECT
-        await self._tg.__aexit__(None, None, None)
+        if self._conn is not None:
+            await self._conn.__aexit__(exc_type, exc, tb)  # a clean DISCONNECT
 
     async def _session(self, client: aiomqtt.Client) -> None:
         up = False
@@ -116,10 +116,12 @@ class MqttTextInput:
                 tg.create_task(self._receive(client), name="mqtt-text-receive")
                 await client.subscribe([(topic, 1) for topic in self.routes])
                 up = True
-                self._on_state(True)
+                for src in self._sources.values():
+                    src.up()
         finally:
             if up:
-                self._on_state(False)
+                for src in self._sources.values():
+                    src.down("the MQTT text connection was lost")
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:  # raises MqttError when disconnected
@@ -145,13 +147,19 @@ class MqttTextInput:
             self._reject(stream, topic, e)
             return None
         self.received[stream] += 1
-        self._on_event(event)
+        self._sources[stream].put(event)
         return event
 
     def _discard(self, message: aiomqtt.Message) -> None:
         stream = self.routes.get(message.topic.value)
         if stream is None:
             return  # not ours: it would have been ignored anyway
+        self._count_discard(stream)
+
+    def _dropper(self, stream: str) -> Callable[[], None]:
+        return lambda: self._count_discard(stream)
+
+    def _count_discard(self, stream: str) -> None:
         self.discarded[stream] += 1
         self._floods.log(
             logging.WARNING, stream, "stream %s: more than %d text events queued unread; "

@@ -335,6 +335,9 @@ class SyntheticSource:
         samples = self._samples(index)
         return AudioChunk(self.stream, self._audio_ns(index), samples, self._tone.rate)
 
+    def recv_nowait(self) -> Item | None:
+        return None  # nothing queued: each item is made when it is due
+
     async def close(self) -> None:
         self._closed = True
 

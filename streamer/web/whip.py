@@ -1,10 +1,10 @@
 """WHIP sessions (RFC 9725): one aiortc peer connection per publishing browser.
 
-A session fills one stream's :class:`~streamer.sources.webrtc.WebRTCSource`: a task per
-incoming track drains aiortc's unbounded track queue at once, converts each frame to the
-model's size or rate and puts it into the stream's bounded :class:`Feed` (drop-oldest).
-Tracks the stream does not take are drained and discarded, never left to pile up.
-A data channel labelled ``text`` carries text events (same format as the MQTT text topic).
+A session only negotiates: it fills one stream's
+:class:`~streamer.sources.webrtc.WebRTCSource` with a new
+:class:`~streamer.sources.webrtc.Feed` and hands it the peer's tracks and the data channel
+labelled ``text`` (text events, in the MQTT text topic's format); reading, converting and
+queueing them is the source's.
 
 The session ends on DELETE, on the peer's DTLS close, on ICE failure (a peer that vanishes
 without closing: aioice's consent checks give up after about 30 s), when it does not
@@ -17,26 +17,17 @@ a publisher that posts and deletes in a loop holds one session at a time, not on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 
-import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
-from models.spec import ModelSpec
-from streamer.clock import Clock
-from streamer.frames import AudioChunk, VideoFrame
-from streamer.sources.clockmap import PtsMapper
-from streamer.sources.convert import AudioConverter, video_to_rgb
-from streamer.sources.webrtc import Feed, WebRTCHub, WebRTCSource
+from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 from streamer.web.sdp import BadOffer, one_line, parse_offer
 
 log = logging.getLogger(__name__)
 
-TextFn = Callable[[str, bytes], None]  # (stream, payload)
 TEXT_CHANNEL = "text"
 CONNECT_TIMEOUT_S = 20.0  # from the answer to ICE + DTLS up; a stuck session frees its stream
 
@@ -55,27 +46,15 @@ def rtc_configuration(ice_servers: list[str]) -> RTCConfiguration:
 
 
 class WhipSession:
-    def __init__(
-        self,
-        source: WebRTCSource,
-        *,
-        spec: ModelSpec,
-        clock: Clock,
-        config: RTCConfiguration,
-        on_text: TextFn,
-    ) -> None:
+    def __init__(self, source: WebRTCSource, *, config: RTCConfiguration) -> None:
         self.id = uuid.uuid4().hex
         self.source = source
         self.stream = source.stream
-        self.spec = spec
-        self.clock = clock
-        self.feed = Feed()
+        self.feed = source.feed()
         self.pc = RTCPeerConnection(configuration=config)
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self.settled = asyncio.Event()  # connected or closed, whichever came first
-        self._on_text = on_text
-        self._tasks: set[asyncio.Task[None]] = set()
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -95,25 +74,14 @@ class WhipSession:
             return
         self.closed.set()
         self.settled.set()
-        self.feed.end(reason)
+        self.feed.end(reason)  # its track readers stop
         log.info("stream %s: webrtc publisher %s gone (%s)", self.stream, self.id[:8], reason)
-        for t in list(self._tasks):
-            t.cancel()
         await self.pc.close()
         self.pc.remove_all_listeners()  # no cycle back to the session: freed at once
 
     # -- aiortc events ----------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
-        wanted = track.kind in self.source.modalities
-        if track.kind == "video" and wanted:
-            pump = self._pump_video(track)
-        elif track.kind == "audio" and wanted:
-            pump = self._pump_audio(track)
-        else:
-            pump = self._discard(track)
-        task = asyncio.get_running_loop().create_task(pump, name=f"whip-{self.stream}-{track.kind}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.feed.add_track(track)
 
     def _on_datachannel(self, channel: object) -> None:
         label = getattr(channel, "label", "")
@@ -121,11 +89,7 @@ class WhipSession:
             log.info("stream %s: ignoring data channel %r", self.stream, label)
             return
 
-        def on_message(message: str | bytes) -> None:
-            data = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
-            self._on_text(self.stream, data)
-
-        channel.on("message", on_message)  # type: ignore[attr-defined]
+        channel.on("message", self.feed.add_text)  # type: ignore[attr-defined]
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -143,48 +107,6 @@ class WhipSession:
         elif state in ("failed", "closed"):
             await self.close(f"peer connection {state}")
 
-    # -- media ------------------------------------------------------------------------------
-    async def _pump_video(self, track: MediaStreamTrack) -> None:
-        mapper = PtsMapper(self.clock, live=True)
-        last = -1
-        size = self.spec.image_size
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.VideoFrame)
-            t = frame.time
-            ts = mapper.map(t) if t is not None else self.clock.now_ns()
-            if ts <= last:
-                continue
-            last = ts
-            self.feed.put(VideoFrame(self.stream, ts, video_to_rgb(frame, size)))
-
-    async def _pump_audio(self, track: MediaStreamTrack) -> None:
-        mapper = PtsMapper(self.clock, live=True)
-        conv = AudioConverter(self.spec.audio_rate)
-        rate = self.spec.audio_rate
-        last = -1
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, av.AudioFrame)
-            for start, samples in conv.convert(frame):
-                seconds = len(samples) / rate
-                ts = mapper.map(start, seconds) if start is not None else self.clock.now_ns()
-                if ts <= last:
-                    continue
-                last = ts
-                self.feed.put(AudioChunk(self.stream, ts, samples, rate))
-
-    async def _discard(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                await track.recv()
-
 
 class WhipSessions:
     """Every live WHIP session of a node: create, delete, close all."""
@@ -193,18 +115,12 @@ class WhipSessions:
         self,
         hub: WebRTCHub,
         *,
-        spec: ModelSpec,
-        clock: Clock,
         ice_servers: list[str],
-        on_text: TextFn,
         connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self.hub = hub
         self.connect_timeout = connect_timeout
-        self.spec = spec
-        self.clock = clock
         self.ice_servers = ice_servers
-        self.on_text = on_text
         self.sessions: dict[str, WhipSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -222,10 +138,7 @@ class WhipSessions:
             offer_sdp = parse_offer(body)
         except BadOffer as e:
             raise WhipError(400, str(e)) from None
-        session = WhipSession(
-            source, spec=self.spec, clock=self.clock,
-            config=rtc_configuration(self.ice_servers), on_text=self.on_text,
-        )  # fmt: skip
+        session = WhipSession(source, config=rtc_configuration(self.ice_servers))
         source.attach(session.feed)  # no await since the busy check: nobody came between
         self.sessions[session.id] = session
         watch = asyncio.get_running_loop().create_task(self._watch(session))
