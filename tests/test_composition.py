@@ -175,7 +175,7 @@ async def test_a_failing_source_reopens_with_backoff_on_a_fake_clock() -> None:
     w = StreamWorker(
         StreamConfig(id="a", video="synthetic:avdigits"),
         window=WindowConfig(length=2.0, hop=0.5, max_delay=0.5),
-        spec=SPEC, clock=clock, sources=[src], text_topics=[], runner=runner,  # type: ignore[arg-type]
+        spec=SPEC, clock=clock, sources=[src], runner=runner,  # type: ignore[arg-type]
         stats=stats, status=lambda _s, m, up: statuses.append((m, up)),
         backoff=lambda: Backoff(base=0.2, cap=2.0, rng=lambda: 1.0, sleep=fake_sleep),
     )  # fmt: skip
