@@ -15,8 +15,8 @@ from streamer import __version__
 from streamer.errors import StreamerError
 
 if TYPE_CHECKING:
-    from streamer.pipeline.node import Node
-    from streamer.pipeline.workers import Supervisor
+    from streamer.app.node import Node
+    from streamer.app.supervisor import Supervisor
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamer.malloc import limit_malloc_arenas
 
     limit_malloc_arenas()  # before the node's threads: RSS levels off instead of creeping
-    from streamer.pipeline.workers import Supervisor, parse_worker, share
+    from streamer.app.supervisor import Supervisor, parse_worker, share
 
     worker = None
     if args.worker is not None:  # one of --workers N, started by the supervisor
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if worker is None and args.workers > 1:
         supervisor = Supervisor(cfg, args.config, args.set or [], args.workers)
         return asyncio.run(_until_signalled(supervisor))
-    from streamer.pipeline.node import Node
+    from streamer.app.node import Node
 
     node = Node(cfg, worker=worker)
     if not node.loaded.trained:

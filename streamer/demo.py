@@ -14,9 +14,9 @@ from typing import Any
 
 import aiomqtt
 
+from streamer.app.node import Node
 from streamer.config import Config, MqttConfig, StreamConfig
 from streamer.datasets.avdigits.live import segment_index
-from streamer.pipeline.node import Node
 from streamer.sinks.broker import EmbeddedBroker
 from streamer.sources.synthetic import avdigits_label, avdigits_text
 from streamer.subscribe import format_prediction

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from models.spec import ModelSpec
+from streamer.app.node import Node
+from streamer.app.stream import StreamPipeline
 from streamer.backoff import Backoff
 from streamer.config import Config, ModelConfig, StreamConfig, WindowConfig, parse_config
 from streamer.errors import SourceOpenError
 from streamer.frames import NS, Modality, VideoFrame, Window
 from streamer.inference.model import LoadedModel, load_model
-from streamer.pipeline.node import Node
-from streamer.pipeline.worker import StreamWorker
 from streamer.predictions import Prediction
 from streamer.sinks.base import Event, Sink, Status, StreamState
 from streamer.sources.base import Source
@@ -172,7 +172,7 @@ async def test_a_failing_source_reopens_with_backoff_on_a_fake_clock() -> None:
     statuses: list[tuple[Modality, bool]] = []
     runner = Runner()
     stats = StreamStats()
-    w = StreamWorker(
+    w = StreamPipeline(
         StreamConfig(id="a", video="synthetic:avdigits"),
         window=WindowConfig(length=2.0, hop=0.5, max_delay=0.5),
         spec=SPEC, clock=clock, sources=[src], runner=runner,  # type: ignore[arg-type]

@@ -13,10 +13,10 @@ import jsonschema
 import pytest
 from test_composition import SPEC, T0, frames
 
+from streamer.app.node import Node
 from streamer.config import ModelConfig, WindowConfig, parse_config
 from streamer.errors import ConfigError
 from streamer.inference.model import load_model
-from streamer.pipeline.node import Node
 from streamer.predictions import ModelId, Prediction, PredictionBuilder
 from streamer.sinks.base import SinkWriteError
 from streamer.sinks.file import FileSink, RotatingFile

@@ -19,12 +19,12 @@ from conftest import REPO
 from media import make_clip
 
 from models.spec import ModelSpec
+from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK
 from streamer.config import StreamConfig, WindowConfig
 from streamer.datasets.avdigits import speech
 from streamer.errors import SourceOpenError, SourcePermanentError
 from streamer.frames import Modality, Window
-from streamer.pipeline.worker import StreamWorker
 from streamer.sources.av import AVSource
 from streamer.sources.avurls import v4l2_options
 from streamer.sources.base import Source
@@ -73,14 +73,14 @@ def counting_opens(src: Source) -> list[int]:
 
 def worker(
     cfg: StreamConfig, sources: list[Source]
-) -> tuple[StreamWorker, Runner, list[tuple[Modality, bool]]]:
+) -> tuple[StreamPipeline, Runner, list[tuple[Modality, bool]]]:
     statuses: list[tuple[Modality, bool]] = []
 
     def status(_stream: str, m: Modality, up: bool) -> None:
         statuses.append((m, up))
 
     runner = Runner()
-    w = StreamWorker(
+    w = StreamPipeline(
         cfg, window=WindowConfig(length=0.5, hop=0.5, max_delay=0.2), spec=SPEC,
         clock=NODE_CLOCK, sources=sources, runner=runner,  # type: ignore[arg-type]
         stats=StreamStats(), status=status,
@@ -91,7 +91,7 @@ def worker(
 def errors_of(caplog: pytest.LogCaptureFixture, stream: str) -> list[str]:
     return [
         r.getMessage() for r in caplog.records
-        if r.name == "streamer.pipeline.worker" and r.getMessage().startswith(f"stream {stream}:")
+        if r.name == "streamer.app.stream" and r.getMessage().startswith(f"stream {stream}:")
     ]  # fmt: skip
 
 

@@ -15,11 +15,11 @@ from aiortc.mediastreams import MediaStreamError
 
 import streamer.sources.webrtc as webrtc
 from models.spec import ModelSpec
+from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK
 from streamer.config import StreamConfig, WindowConfig
 from streamer.errors import SourceEnded, SourceError
 from streamer.frames import Item, Modality, TextEvent, VideoFrame
-from streamer.pipeline.worker import StreamWorker
 from streamer.queues import DropBuffer, DropQueue
 from streamer.sources.base import Source, recv_batch
 from streamer.sources.textsource import TextSource
@@ -156,7 +156,7 @@ async def test_the_worker_reads_text_as_a_source_and_marks_it_on_and_offline() -
     statuses: asyncio.Queue[tuple[Modality, bool]] = asyncio.Queue()
     text = TextSource("s", maxsize=10)
     stats = StreamStats()
-    w = StreamWorker(
+    w = StreamPipeline(
         StreamConfig(id="s"), window=WindowConfig(length=0.5, hop=0.5, max_delay=0.2),
         spec=SPEC, clock=NODE_CLOCK, sources=[], text=text, runner=_Runner(),  # type: ignore[arg-type]
         stats=stats, status=lambda _s, m, up: statuses.put_nowait((m, up)),

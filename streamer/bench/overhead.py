@@ -20,6 +20,7 @@ from pathlib import Path
 
 from models.windows import WindowInputs
 from streamer.align.aligner import StreamAligner
+from streamer.app.node import Node
 from streamer.config import Config, parse_config
 from streamer.datasets.avdigits.clips import write_clip
 from streamer.datasets.avdigits.settings import DEFAULT
@@ -27,7 +28,6 @@ from streamer.errors import SourceEnded
 from streamer.frames import Item, Window
 from streamer.inference.model import LoadedModel
 from streamer.inference.runner import window_inputs
-from streamer.pipeline.node import Node
 from streamer.sources.av import AVSource
 
 

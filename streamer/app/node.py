@@ -2,10 +2,10 @@
 
 ::
 
-    sources --(items)--> StreamWorker: aligner --(windows)--> InferenceRunner
+    sources --(items)--> StreamPipeline: aligner --(windows)--> InferenceRunner
         --(Result)--> PredictionBuilder --(Prediction)--> Fanout --> MqttSink, FileSink, ...
 
-Per stream, a :class:`~streamer.pipeline.worker.StreamWorker` reads its sources (a task
+Per stream, a :class:`~streamer.app.stream.StreamPipeline` reads its sources (a task
 each, reopened with backoff), aligns what they give into windows and submits them; one
 :class:`~streamer.inference.runner.InferenceRunner` batches the windows of every stream
 through the model; each result becomes a typed
@@ -29,12 +29,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
 from streamer.frames import Modality, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
-from streamer.pipeline.worker import StreamWorker
 from streamer.predictions import PredictionBuilder, new_run_id
 from streamer.sinks.base import Sink, StatsReport, Status, StreamState
 from streamer.sinks.broker import broker_for
@@ -79,7 +79,7 @@ class Node:
         self.builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
         self._stop = asyncio.Event()
         self.published = 0
-        self._workers: dict[str, StreamWorker] = {}
+        self._streams_by_id: dict[str, StreamPipeline] = {}
         self._text_in: MqttTextInput | None = None
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
@@ -115,16 +115,16 @@ class Node:
             )  # fmt: skip
             async with self.sinks, runner_cm as runner:
                 text_in = self._text_input(cfg)
-                workers = self._streams(cfg, runner, text_in)
+                streams = self._streams(cfg, runner, text_in)
                 async with text_in, self._web(cfg):
-                    ended = await self._run_workers(list(workers.values()))
+                    ended = await self._run_streams(list(streams.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
-                    for w in workers.values():
+                    for w in streams.values():
                         await w.flush()
                 await runner.drain()
                 log.debug("shutdown: inference drained")
-                for w in workers.values():
+                for w in streams.values():
                     for m in w.modalities:
                         self._status(w.id, m, False)
                 self.sinks.publish(StatsReport(self.snapshot()))
@@ -143,10 +143,10 @@ class Node:
 
     def _streams(
         self, cfg: Config, runner: InferenceRunner, text_in: MqttTextInput
-    ) -> dict[str, StreamWorker]:
+    ) -> dict[str, StreamPipeline]:
         for s in cfg.streams:
             text = text_in.source(s.id) if s.id in text_in.routes.values() else None
-            w = StreamWorker(
+            w = StreamPipeline(
                 s,
                 window=cfg.window,
                 spec=self.loaded.spec,
@@ -157,10 +157,10 @@ class Node:
                 stats=self.stats[s.id],
                 status=self._status,
             )
-            self._workers[s.id] = w
+            self._streams_by_id[s.id] = w
             for m in w.modalities:
                 self._status(s.id, m, False)
-        return self._workers
+        return self._streams_by_id
 
     def _sources_of(self, s: StreamConfig, text: TextSource | None) -> list[Source]:
         """The stream's video and audio sources (the data channel of a WebRTC one also
@@ -254,11 +254,11 @@ class Node:
             await web.stop()
 
     # -- the streams' tasks --------------------------------------------------------------
-    async def _run_workers(self, workers: list[StreamWorker]) -> bool:
+    async def _run_streams(self, streams: list[StreamPipeline]) -> bool:
         """Run the streams until all end (True) or stop() is called (False)."""
         async with asyncio.TaskGroup() as tg:
             stats_task = tg.create_task(self._stats_loop(), name="stats")
-            runs = [tg.create_task(self._run_stream(w), name=f"stream-{w.id}") for w in workers]
+            runs = [tg.create_task(self._run_stream(w), name=f"stream-{w.id}") for w in streams]
             stop: asyncio.Task[object] = tg.create_task(self._stop.wait(), name="stop-signal")
             pending: set[asyncio.Task[None]] = set(runs)
             while pending and not stop.done():
@@ -269,7 +269,7 @@ class Node:
                 t.cancel()
         return ended
 
-    async def _run_stream(self, w: StreamWorker) -> None:
+    async def _run_stream(self, w: StreamPipeline) -> None:
         """``online`` while the stream runs, ``stopped`` once it ended or was cancelled."""
         self.sinks.publish(StreamState(w.id, "online"))
         try:
@@ -284,7 +284,7 @@ class Node:
 
     def _refresh_stats(self) -> None:
         """Copy the counters kept elsewhere (aligner, sources, text inputs) into ``stats``."""
-        for sid, w in self._workers.items():
+        for sid, w in self._streams_by_id.items():
             st = self.stats[sid]
             st.late = Counter(w.aligner.stats.late)
             st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())

@@ -44,7 +44,7 @@ def configured_modalities(cfg: StreamConfig, text: bool) -> list[Modality]:
     return mods
 
 
-class StreamWorker:
+class StreamPipeline:
     def __init__(
         self,
         cfg: StreamConfig,

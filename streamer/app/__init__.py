@@ -1,0 +1,9 @@
+"""The application: how the parts are wired. Open :mod:`streamer.app.node` first.
+
+    node        Node: a config's streams, sources -> aligner -> runner -> sinks, under
+                one task group; the shutdown sequence
+    stream      StreamPipeline: one stream's sources (a task each, reopened with
+                backoff) into its aligner, windows to the inference runner
+    supervisor  ``streamer run --workers N``: N worker processes, each a Node with a
+                share of the streams ("worker" means only this)
+"""

@@ -1,1 +1,0 @@
-"""The running node: stream workers (sources → aligner) feeding one inference runner."""
