@@ -14,7 +14,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from types import TracebackType
 from typing import Any, NoReturn, Self
 
 import aiomqtt
@@ -226,12 +225,7 @@ class Reconnecting:
             self._runner.cancel()
             await asyncio.wait([self._runner])
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         assert self._tg is not None
         try:
             await self.stop()

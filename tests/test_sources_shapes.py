@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError
 import streamer.sources.webrtc as webrtc
 from models.spec import ModelSpec
 from streamer.app.stream import StreamPipeline
+from streamer.backoff import Backoff
 from streamer.clock import NODE_CLOCK
 from streamer.config import StreamConfig, WindowConfig
 from streamer.errors import SourceEnded, SourceError
@@ -160,6 +161,9 @@ async def test_the_worker_reads_text_as_a_source_and_marks_it_on_and_offline() -
         StreamConfig(id="s"), window=WindowConfig(length=0.5, hop=0.5, max_delay=0.2),
         spec=SPEC, clock=NODE_CLOCK, sources=[], text=text, runner=_Runner(),  # type: ignore[arg-type]
         stats=stats, status=lambda _s, m, up: statuses.put_nowait((m, up)),
+        # a source's reopen would wait 10 s: text's must not (its open() waits for the
+        # connection, which backs off on its own)
+        backoff=lambda: Backoff(base=10.0, cap=10.0, rng=lambda: 1.0),
     )  # fmt: skip
     assert w.modalities == ["text"] and w.realtime
     run = asyncio.ensure_future(w.run())

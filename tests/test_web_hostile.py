@@ -28,7 +28,7 @@ from conftest import Mosquitto, free_port, require_root, require_tool, wait_port
 from e2e_helpers import RunningNode, run_node
 from webrtc_helpers import Publisher, loopback_only, webrtc_config
 
-from streamer.sources.webrtc import WebRTCHub
+from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 from streamer.web.whip import WhipSessions
 
 HERE = Path(__file__).resolve().parent
@@ -332,7 +332,7 @@ async def test_a_publisher_that_never_connects_is_released_with_a_reason(
 ) -> None:
     loopback_only()
     hub = WebRTCHub()
-    source = hub.source("cam", frozenset({"video", "audio"}))
+    source = hub.add(WebRTCSource("cam", frozenset({"video", "audio"})))
     whip = WhipSessions(hub, ice_servers=[], connect_timeout=2.0)
     caplog.set_level(logging.INFO, logger="streamer.web.whip")
     session, answer = await whip.create("cam", (await _offer()).encode())  # its peer is gone

@@ -119,8 +119,10 @@ class StreamPipeline:
             await self._submit(self.aligner.flush(self._clock.now_ns()))
 
     async def _read(self, src: Source) -> None:
-        # full jitter up to 2 s: a sender that comes back is read again within ~2 s + probe
-        backoff = self._backoff()
+        # full jitter up to 2 s: a sender that comes back is read again within ~2 s + probe;
+        # text's open() waits for its connection, which backs off on its own: no wait here,
+        # so text is online again as soon as the subscriptions are
+        backoff = self._backoff() if src is not self.text else Backoff(base=0.0, cap=0.0)
         try:
             while True:
                 try:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -109,17 +109,12 @@ class InferenceRunner:
         self._task = self._tg.create_task(self._loop(), name="inference-batcher")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         assert self._tg is not None
         if self._task is not None:
             self._task.cancel()
         try:  # the task group waits for the batcher and re-raises a caller's cancellation
-            await self._tg.__aexit__(exc_type, exc, tb)
+            await self._tg.__aexit__(*exc)
         finally:
             self._executor.shutdown(wait=True, cancel_futures=True)
 

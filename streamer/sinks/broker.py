@@ -12,7 +12,6 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, Self
 
 from streamer.config import MqttConfig
@@ -113,12 +112,7 @@ class EmbeddedBroker:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 

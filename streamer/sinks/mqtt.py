@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from types import TracebackType
 from typing import NoReturn, Self
 
 import aiomqtt
@@ -184,16 +183,11 @@ class MqttPublisher:
             )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         assert self._conn is not None
         try:
             # on an error or a cancellation, do not wait for the outbox; still say "stopped"
-            await self.close(self.close_timeout if exc_type is None else 0.0)
+            await self.close(self.close_timeout if exc[0] is None else 0.0)
         finally:
             await self._conn.__aexit__(None, None, None)
 

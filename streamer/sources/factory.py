@@ -22,7 +22,7 @@ from streamer.sources.base import Source
 from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.textsource import TextSource
-from streamer.sources.webrtc import WebRTCHub
+from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 
 
 def make_source(
@@ -63,7 +63,7 @@ def make_source(
     if url == "webrtc":
         if webrtc is None:
             raise SourcePermanentError(url, "webrtc ingest needs the HTTP server (http.listen)")
-        return webrtc.source(stream.id, modalities, spec=spec, clock=clock, text=text)
+        return webrtc.add(WebRTCSource(stream.id, modalities, spec=spec, clock=clock, text=text))
     raise SourcePermanentError(url, f"unsupported scheme {scheme!r}")
 
 

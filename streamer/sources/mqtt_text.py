@@ -22,8 +22,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 
@@ -99,14 +98,9 @@ class MqttTextInput:
             await self._conn.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: Any) -> None:
         if self._conn is not None:
-            await self._conn.__aexit__(exc_type, exc, tb)  # a clean DISCONNECT
+            await self._conn.__aexit__(*exc)  # a clean DISCONNECT
 
     async def _session(self, client: aiomqtt.Client) -> None:
         up = False

@@ -282,15 +282,7 @@ class WebRTCHub:
     def __init__(self) -> None:
         self.sources: dict[str, WebRTCSource] = {}
 
-    def source(
-        self,
-        stream: str,
-        modalities: frozenset[Modality],
-        *,
-        spec: ModelSpec | None = None,
-        clock: Clock = NODE_CLOCK,
-        text: TextSource | None = None,
-    ) -> WebRTCSource:
-        src = WebRTCSource(stream, modalities, spec=spec, clock=clock, text=text)
-        self.sources[stream] = src
+    def add(self, src: WebRTCSource) -> WebRTCSource:
+        """Make ``src`` the slot WHIP peers of its stream fill."""
+        self.sources[src.stream] = src
         return src
