@@ -24,7 +24,7 @@ from streamer.frames import Item, Modality, TextEvent, VideoFrame
 from streamer.queues import DropBuffer, DropQueue
 from streamer.sources.base import Source, recv_batch
 from streamer.sources.textsource import TextSource
-from streamer.sources.webrtc import Feed
+from streamer.sources.webrtc import Feed, WebRTCSource
 from streamer.stats import StreamStats
 
 SPEC = ModelSpec()
@@ -265,3 +265,40 @@ async def test_a_slow_conversion_drops_the_oldest_decoded_frames(
         values.append(int(item.image[0, 0, 0]))
     assert values == [0, 8, 9]  # the newest waited; the loop was never blocked
     assert feed.dropped == 7
+
+
+# -- WebRTC: the data channel's text ----------------------------------------------------
+
+
+async def test_data_channel_text_reaches_the_windows_while_mqtt_text_is_down() -> None:
+    """A peer's data-channel text goes with its frames, straight to the stream (as it did
+    before text was a source): an MQTT outage, which alone sets the text status, holds
+    none of it back; a stream without text takes none; rejects are counted by kind."""
+    src = WebRTCSource("s", frozenset({"video"}), spec=SPEC, takes_text=True)
+    feed = src.feed()
+    assert src.attach(feed)
+    feed.add_text(b'{"text": "seven"}')
+    feed.add_text(b"\xff\xfe")  # not UTF-8
+    feed.end("the peer left")  # after what it sent: the stream reads that first
+    text = TextSource("s", maxsize=10)  # its MQTT connection never comes up
+    stats = StreamStats()
+    statuses: asyncio.Queue[tuple[Modality, bool]] = asyncio.Queue()
+    w = StreamPipeline(
+        StreamConfig(id="s", video="webrtc"), window=WindowConfig(length=0.5, hop=0.5,
+        max_delay=0.2), spec=SPEC, clock=NODE_CLOCK, sources=[src], text=text,
+        runner=_Runner(), stats=stats,  # type: ignore[arg-type]
+        status=lambda _s, m, up: statuses.put_nowait((m, up)),
+    )  # fmt: skip
+    run = asyncio.ensure_future(w.run())
+    try:
+        assert await asyncio.wait_for(statuses.get(), 5) == ("video", True)
+        assert await asyncio.wait_for(statuses.get(), 5) == ("video", False)  # peer gone
+    finally:
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    assert stats.frames_in["text"] == 1 and not text.connected
+    assert src.rejected == {"not_utf8": 1}
+    plain = WebRTCSource("p", frozenset({"video"}), spec=SPEC).feed()
+    plain.add_text(b"eight")
+    assert plain.get_nowait() is None  # a stream without text takes none

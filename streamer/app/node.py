@@ -46,7 +46,6 @@ from streamer.sinks.topics import Topics
 from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
-from streamer.sources.textsource import TextSource
 from streamer.sources.webrtc import WebRTCHub
 from streamer.stats import Stats
 from streamer.web.events import LiveEvents
@@ -151,7 +150,7 @@ class Node:
                 window=cfg.window,
                 spec=self.loaded.spec,
                 clock=self.clock,
-                sources=self._sources_of(s, text),
+                sources=self._sources_of(s, takes_text=text is not None),
                 text=text,
                 runner=runner,
                 stats=self.stats[s.id],
@@ -162,14 +161,15 @@ class Node:
                 self._status(s.id, m, False)
         return self._streams_by_id
 
-    def _sources_of(self, s: StreamConfig, text: TextSource | None) -> list[Source]:
-        """The stream's video and audio sources (the data channel of a WebRTC one also
-        feeds ``text``)."""
+    def _sources_of(self, s: StreamConfig, *, takes_text: bool) -> list[Source]:
+        """The stream's video and audio sources (a WebRTC one's data channel also sends
+        text, where the stream takes it)."""
         if self._open_sources is not None:
             return self._open_sources(s)
         return open_sources(
-            s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc, text=text
-        )
+            s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc,
+            takes_text=takes_text,
+        )  # fmt: skip
 
     # -- what flows to the sinks ---------------------------------------------------------
     def _status(self, stream: str, modality: Modality, online: bool) -> None:

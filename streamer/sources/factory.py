@@ -21,7 +21,6 @@ from streamer.sources.avurls import check_readable, file_path, v4l2_options
 from streamer.sources.base import Source
 from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
-from streamer.sources.textsource import TextSource
 from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 
 
@@ -33,10 +32,10 @@ def make_source(
     spec: ModelSpec,
     clock: Clock,
     webrtc: WebRTCHub | None = None,
-    text: TextSource | None = None,
+    takes_text: bool = False,
 ) -> Source:
-    """One source for ``url`` yielding ``modalities`` (video, audio or both); ``text`` is
-    the stream's text source, where a WebRTC peer's data channel goes."""
+    """One source for ``url`` yielding ``modalities`` (video, audio or both);
+    ``takes_text``: the stream has text, which a WebRTC peer's data channel may send."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
@@ -63,7 +62,9 @@ def make_source(
     if url == "webrtc":
         if webrtc is None:
             raise SourcePermanentError(url, "webrtc ingest needs the HTTP server (http.listen)")
-        return webrtc.add(WebRTCSource(stream.id, modalities, spec=spec, clock=clock, text=text))
+        return webrtc.add(
+            WebRTCSource(stream.id, modalities, spec=spec, clock=clock, takes_text=takes_text)
+        )
     raise SourcePermanentError(url, f"unsupported scheme {scheme!r}")
 
 
@@ -111,10 +112,18 @@ def open_sources(
     spec: ModelSpec,
     clock: Clock = NODE_CLOCK,
     webrtc: WebRTCHub | None = None,
-    text: TextSource | None = None,
+    takes_text: bool = False,
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``)."""
     return [
-        make_source(url, mods, stream=stream, spec=spec, clock=clock, webrtc=webrtc, text=text)
+        make_source(
+            url,
+            mods,
+            stream=stream,
+            spec=spec,
+            clock=clock,
+            webrtc=webrtc,
+            takes_text=takes_text,
+        )  # fmt: skip
         for _, url, mods in _wanted(stream)
     ]

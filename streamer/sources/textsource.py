@@ -1,13 +1,12 @@
-"""``text``: the text events of one stream, as a :class:`~streamer.sources.base.Source`.
+"""``text``: the MQTT text events of one stream, as a :class:`~streamer.sources.base.Source`.
 
-Two inlets feed it: the node's one MQTT text connection
-(:class:`~streamer.sources.mqtt_text.MqttTextInput`, which routes each topic to its
-stream's source) and the stream's WebRTC data channel
-(:mod:`streamer.sources.webrtc`). Its state is the MQTT connection's: ``open()``
+The node's one MQTT text connection (:class:`~streamer.sources.mqtt_text.MqttTextInput`)
+routes each topic to its stream's source. Its state is the connection's: ``open()``
 returns once the subscriptions are acknowledged (the stream's text goes online); when
 the connection is lost, ``recv()`` raises :class:`~streamer.errors.SourceError` once the
-events queued before are taken, and the worker marks text offline and opens it again,
-which waits for the next connection. Events offered while it is down wait for it.
+events queued before are taken, and the stream marks text offline and opens it again,
+which waits for the next connection. (A WebRTC peer's data-channel text comes with its
+frames, :mod:`streamer.sources.webrtc`, whether or not this connection is up.)
 
 Events wait in a bounded drop-oldest :class:`~streamer.queues.DropQueue`; each one it
 drops is reported to ``on_drop`` (the stats' ``dropped_by.text_queue``).

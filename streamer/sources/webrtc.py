@@ -17,8 +17,9 @@ Converted items wait for ``recv()`` in the feed's bounded drop-oldest queue. Tra
 stream does not take are drained and discarded.
 
 Data-channel messages are text events in the MQTT text topic's format: parsed here,
-rejects counted in ``rejected`` by kind, good ones handed to the stream's text source
-(:mod:`streamer.sources.textsource`), if it has one.
+rejects counted in ``rejected`` by kind, good ones queued with the peer's frames (where
+the stream takes text): they reach the stream's windows whether or not its MQTT text
+connection is up, which alone sets the text status.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from streamer.sources.base import DEFAULT_QUEUE
 from streamer.sources.clockmap import PtsMapper, StaleFilter
 from streamer.sources.convert import AudioConverter, video_to_rgb
 from streamer.sources.text import parse_text_event
-from streamer.sources.textsource import TextSource
 
 if TYPE_CHECKING:  # aiortc loads with the HTTP server, which hands over the tracks
     from aiortc.mediastreams import MediaStreamTrack
@@ -65,14 +65,14 @@ class Feed:
         modalities: frozenset[Modality] = frozenset(),
         spec: ModelSpec | None = None,
         clock: Clock = NODE_CLOCK,
-        text: TextSource | None = None,
+        takes_text: bool = False,
         rejected: Counter[str] | None = None,
     ) -> None:
         self.stream = stream
         self.modalities = modalities
         self.spec = spec or ModelSpec()
         self.clock = clock
-        self.text = text
+        self.takes_text = takes_text
         self.rejected: Counter[str] = Counter() if rejected is None else rejected
         self._items: DropQueue[Item] = DropQueue(maxsize)
         self._decoded_dropped = 0  # by the tracks' queues of decoded frames
@@ -129,8 +129,8 @@ class Feed:
             self.rejected[e.kind] += 1
             log.debug("stream %s: rejected a data-channel text event (%s)", self.stream, e)
             return
-        if self.text is not None:  # a stream without text takes none
-            self.text.put(ev)
+        if self.takes_text:  # a stream without text takes none
+            self.put(ev)
 
     # -- media ---------------------------------------------------------------------------
     async def _pump(self, track: MediaStreamTrack, convert: Convert) -> None:
@@ -214,13 +214,13 @@ class WebRTCSource:
         *,
         spec: ModelSpec | None = None,
         clock: Clock = NODE_CLOCK,
-        text: TextSource | None = None,
+        takes_text: bool = False,
     ) -> None:
         self.stream = stream
         self.modalities = modalities
         self.spec = spec or ModelSpec()
         self.clock = clock
-        self.text = text  # where the data channel's text events go
+        self.takes_text = takes_text  # the data channel's text events go to the windows
         self.rejected: Counter[str] = Counter()  # data-channel text, by kind, every peer
         self._feed: Feed | None = None
         self._attached = asyncio.Event()
@@ -238,7 +238,7 @@ class WebRTCSource:
         """A new peer's feed (not attached yet): this stream's conversion and text."""
         return Feed(
             stream=self.stream, modalities=self.modalities, spec=self.spec,
-            clock=self.clock, text=self.text, rejected=self.rejected,
+            clock=self.clock, takes_text=self.takes_text, rejected=self.rejected,
         )  # fmt: skip
 
     def attach(self, feed: Feed) -> bool:
