@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from models.encoders.frozen import FrozenEncoder, Provenance, ProvenanceError, check_provenance
 from models.encoders.registry import MODALITIES, EncoderChoice, encoder_choices, encoder_names
 from models.fusion import FusionModel
 from models.spec import ModelSpec
@@ -106,7 +107,7 @@ def save_checkpoint(
         "architecture": {
             "class": _class_name(model),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "encoders": {m: c.to_dict() for m, c in model.encoder_choices.items()},
+            "encoders": {m: _encoder_record(model, m, c) for m, c in model.encoder_choices.items()},
         },
         "preprocessing": {
             "video": f"RGB uint8 [{spec.image_size}, {spec.image_size}, 3], {spec.fps} fps",
@@ -120,6 +121,35 @@ def save_checkpoint(
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
     return CheckpointInfo(spec.name, config["version"], spec, trained, config)
+
+
+def _encoder_record(model: FusionModel, modality: str, choice: EncoderChoice) -> dict[str, Any]:
+    """The encoder's name and options; for a frozen backbone (not in the weights file)
+    also where its weights come from, which loading checks."""
+    record = choice.to_dict()
+    enc = model.encoder(modality)
+    if isinstance(enc, FrozenEncoder):
+        record["weights"] = enc.provenance.to_dict()
+    return record
+
+
+def _check_backbones(model: FusionModel, config: dict[str, Any], where: Path) -> None:
+    """Each frozen backbone is the one the checkpoint recorded (package, version, sha256)."""
+    given = config.get("architecture", {}).get("encoders", {})
+    for modality in MODALITIES:
+        enc = model.encoder(modality)
+        if not isinstance(enc, FrozenEncoder):
+            continue
+        record = given.get(modality, {}).get("weights")
+        if not isinstance(record, dict):
+            raise CheckpointFormatError(
+                f"{where}: architecture.encoders.{modality} names a frozen encoder but "
+                "records no weights"
+            )
+        try:
+            check_provenance(Provenance.from_dict(record), enc.provenance)
+        except ProvenanceError as e:
+            raise CheckpointFormatError(f"{where}: {e}") from e
 
 
 def _class_name(model: FusionModel) -> str:
@@ -212,8 +242,11 @@ def load_checkpoint(
     weights = _read_weights(root / WEIGHTS)
     try:
         model = build_model(spec, encoders, architecture)
+    except ProvenanceError as e:  # a backbone's package is missing or broken
+        raise CheckpointFormatError(f"{root / CONFIG}: {e}") from e
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointFormatError(f"{root / CONFIG}: spec builds no model ({e})") from e
+    _check_backbones(model, config, root / CONFIG)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unknown = sorted(set(weights) - set(expected))

@@ -1,0 +1,100 @@
+"""Frozen backbones: used, never trained nor saved; a checkpoint records where their
+weights come from and loading refuses another backbone in one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from models.checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
+from models.encoders.frozen import FrozenEncoder, Provenance, file_sha256
+from models.encoders.registry import register
+from models.fusion import FusionModel
+from models.spec import ModelSpec
+
+SPEC = ModelSpec()
+NAME = "test-frozen-pixels"
+_STATE: dict[str, Any] = {}  # the weight file and version the builder reports
+
+
+class Pixels(nn.Module):
+    """A stand-in backbone: mean colour per quadrant, through a fixed conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        return nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)  # [N, 16]
+
+
+@register("video", NAME)
+def _build(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
+    path: Path = _STATE["file"]
+    prov = Provenance(
+        name=NAME, file=str(path), sha256=file_sha256(path), licence="MIT",
+        package="pixels-pkg", version=_STATE["version"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return FrozenEncoder(Pixels(), dim=16, d_model=spec.d_model, provenance=prov)
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pixels.bin"
+    path.write_bytes(b"weights v1")
+    _STATE.update(file=path, version="1.0")
+    yield path
+    _STATE.clear()
+
+
+def test_the_backbone_is_neither_trained_nor_saved(weights: Path) -> None:
+    model = FusionModel(SPEC, encoders={"video": NAME})
+    enc = model.encoder("video")
+    assert isinstance(enc, FrozenEncoder)
+    assert not any(k.startswith("video_encoder.conv") for k in model.state_dict())
+    assert {k for k in model.state_dict() if k.startswith("video_encoder.")} == {
+        "video_encoder.proj.0.weight", "video_encoder.proj.0.bias",
+        "video_encoder.proj.1.weight", "video_encoder.proj.1.bias",
+    }  # fmt: skip
+    backbone = enc.backbone
+    assert isinstance(backbone, nn.Module)
+    assert all(not p.requires_grad for p in backbone.parameters())
+    model.train()
+    assert not backbone.training and enc.proj.training
+    frames = torch.randint(0, 255, (3, SPEC.image_size, SPEC.image_size, 3), dtype=torch.uint8)
+    out = model.encode_video(frames)
+    assert out.shape == (3, SPEC.d_model)
+    out.sum().backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert enc.proj[1].weight.grad is not None
+
+
+def test_a_checkpoint_records_the_backbone_and_loading_checks_it(
+    weights: Path, tmp_path: Path
+) -> None:
+    model = FusionModel(SPEC, encoders={"video": NAME})
+    info = save_checkpoint(model, tmp_path / "ckpt")
+    record = info.config["architecture"]["encoders"]["video"]
+    assert record["name"] == NAME and record["weights"]["package"] == "pixels-pkg"
+    assert record["weights"]["sha256"] == file_sha256(weights)
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    frames = torch.randint(0, 255, (2, SPEC.image_size, SPEC.image_size, 3), dtype=torch.uint8)
+    model.eval()
+    assert torch.equal(loaded.encode_video(frames), model.encode_video(frames))
+
+    _STATE["version"] = "2.0"  # another release of the package is installed
+    with pytest.raises(CheckpointFormatError, match=r"trained with pixels-pkg 1\.0 but "
+                       r"pixels-pkg 2\.0 is installed") as e:  # fmt: skip
+        load_checkpoint(tmp_path / "ckpt")
+    assert "\n" not in str(e.value)
+    _STATE["version"] = "1.0"
+    weights.write_bytes(b"weights v2")  # same version, other bytes
+    with pytest.raises(CheckpointFormatError, match="has sha256 .* trained with"):
+        load_checkpoint(tmp_path / "ckpt")
