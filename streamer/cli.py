@@ -123,6 +123,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_command(args.checkpoint, args.data, json_file=args.json, device=args.device)
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streamer.config import load_config
+    from streamer.record import Recording, record
+
+    _setup_logging(args.log_level or "warning")
+    cfg = load_config(args.config, args.set or [])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = Recording(size=args.size, fps=args.fps, seconds=args.seconds, label=args.label)
+    return asyncio.run(record(cfg, out, rec))
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
     from streamer.datasets.avdigits.cli import main_dataset
 
@@ -227,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--streams", type=_streams, default=2)
     d.add_argument("--port", type=int, default=None, help="broker port (default 1883 if free)")
     d.set_defaults(func=cmd_demo)
+
+    rc = sub.add_parser("record", help="write what a config's streams capture as training clips")
+    rc.add_argument("config")
+    rc.add_argument("--set", action="append", metavar="dotted.key=value")
+    rc.add_argument("--seconds", type=_positive_float, required=True, help="of captured time")
+    rc.add_argument("--out", required=True, help="a clip folder, e.g. DATA/train")
+    rc.add_argument("--label", default=None, help="label every clip (appended to labels.csv)")
+    rc.add_argument("--size", type=_count, default=256, help="square frame size (default 256)")
+    rc.add_argument("--fps", type=_count, default=10, help="frames per second (default 10)")
+    rc.set_defaults(func=cmd_record)
 
     ds = sub.add_parser("dataset", help="generate a training data set")
     dsk = ds.add_subparsers(dest="kind", required=True, parser_class=_Parser)
