@@ -104,11 +104,14 @@ class PredictionBuilder:
         *,
         inference_ms: float,
         now_ns: int,
+        model: ModelId | None = None,
     ) -> Prediction:
+        """``model``: the one that gave ``probs``, if not the builder's (after a swap)."""
+        model = model or self.model
         seq = self._take(window.stream)
         p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
         top = int(np.argmax(p))
-        labels = self.model.labels
+        labels = model.labels
         # a window cut short is measured from its cut: it could not be published sooner
         ref_ns = window.end_ns if window.cut_ns is None else min(window.end_ns, window.cut_ns)
         return Prediction(
@@ -131,7 +134,7 @@ class PredictionBuilder:
             text_events=len(window.texts),
             inference_ms=round(inference_ms, 3),
             end_to_publish_ms=round((now_ns - ref_ns) / 1e6, 3),
-            model=self.model,
+            model=model,
             partial=window.partial,
         )
 

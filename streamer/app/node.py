@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from streamer.app.control import ModelControl, ModelSwitch
 from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
@@ -80,6 +81,8 @@ class Node:
         self.published = 0
         self._streams_by_id: dict[str, StreamPipeline] = {}
         self._text_in: MqttTextInput | None = None
+        self.switch: ModelSwitch | None = None  # P/N/set/model, while running
+        self.control: ModelControl | None = None
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.web: WebServer | None = None
@@ -110,12 +113,14 @@ class Node:
                 self.sinks.sinks.insert(0, self._mqtt_sink(cfg))
             runner_cm = InferenceRunner(
                 self.loaded.make_fusion(), self.loaded.spec, cfg.model, self._on_result,
-                device=self.loaded.device, on_drop=self._on_drop,
+                device=self.loaded.device, on_drop=self._on_drop, model=self.loaded.id,
             )  # fmt: skip
             async with self.sinks, runner_cm as runner:
                 text_in = self._text_input(cfg)
                 streams = self._streams(cfg, runner, text_in)
-                async with text_in, self._web(cfg):
+                self.switch = ModelSwitch(cfg, runner, self.loaded)
+                self.control = ModelControl(cfg, self.switch, client_id=f"{self.client_id}-control")
+                async with text_in, self.control, self._web(cfg):
                     ended = await self._run_streams(list(streams.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
@@ -177,8 +182,9 @@ class Node:
 
     async def _on_result(self, r: Result) -> None:
         p = self.builder.build(
-            r.window, r.probs, inference_ms=r.inference_ms, now_ns=self.clock.now_ns()
-        )
+            r.window, r.probs, inference_ms=r.inference_ms, now_ns=self.clock.now_ns(),
+            model=r.model,
+        )  # fmt: skip
         self.sinks.publish(p)
         st = self.stats[r.window.stream]
         st.windows_out += 1
@@ -308,4 +314,5 @@ class Node:
             "ts": self.clock.now_ns() / 1e9,
             "streams": self.stats.snapshot(),
             "sinks": self.sinks.counters(),
+            **({"model": self.switch.counters()} if self.switch is not None else {}),
         }

@@ -33,6 +33,7 @@ from models.incremental import CachedFusion, WindowInputs
 from models.spec import ModelSpec
 from streamer.config import ModelConfig
 from streamer.frames import NS, Window
+from streamer.predictions import ModelId
 from streamer.queues import DropQueue
 from streamer.ratelog import RateLimitedLog
 
@@ -48,6 +49,7 @@ class Result:
     window: Window
     probs: npt.NDArray[np.float32]  # [C]
     inference_ms: float  # wall time of the batch this window was in
+    model: ModelId | None = None  # the model that gave it (None: the runner was given none)
 
 
 def window_inputs(window: Window, spec: ModelSpec) -> WindowInputs:
@@ -84,8 +86,11 @@ class InferenceRunner:
         device: torch.device,
         queue_size: int = 256,
         on_drop: OnDrop | None = None,
+        model: ModelId | None = None,
     ) -> None:
         self._fusion = fusion
+        self.model = model
+        self._next: tuple[CachedFusion, ModelSpec, ModelId] | None = None  # see swap()
         self._spec = spec
         self._cfg = cfg
         self._on_result = on_result
@@ -143,6 +148,20 @@ class InferenceRunner:
             if self._task.done():
                 raise RuntimeError("the inference batcher has stopped; windows are left")
 
+    def swap(self, fusion: CachedFusion, spec: ModelSpec, model: ModelId) -> None:
+        """Run another model from the next batch on: the windows of the batch being
+        inferred finish on the old one, none is lost, and each stream's predictions change
+        model at one window boundary. The old model's cache goes with it."""
+        self._next = (fusion, spec, model)
+        if not self._busy:
+            self._apply_swap()
+
+    def _apply_swap(self) -> None:
+        if self._next is not None:
+            self._fusion, self._spec, self.model = self._next
+            self._next = None
+            log.info("now running model %s %s", self.model.name, self.model.version[:19])
+
     def forget(self, stream: str) -> None:
         """The stream has ended: drop its cached embeddings once its last queued window
         has been inferred (the cache would only age them out otherwise)."""
@@ -168,6 +187,7 @@ class InferenceRunner:
         max_wait = self._cfg.max_wait_ms / 1000
         while True:
             first = await self.queue.get()
+            self._apply_swap()  # between batches: one model per batch
             self._busy = 1
             batch = [first]
             deadline = loop.time() + max_wait
@@ -188,7 +208,7 @@ class InferenceRunner:
                     self._lose(w, "inference_error")
                     continue
                 try:
-                    await self._on_result(Result(w, p, ms))
+                    await self._on_result(Result(w, p, ms, self.model))
                 except Exception:
                     self._errors.log(
                         logging.ERROR, "result", "stream %s: handling the result of window "
@@ -200,6 +220,7 @@ class InferenceRunner:
             self.windows += len(batch)
             self._busy = 0
             self._forget_done()
+            self._apply_swap()
             if not len(self.queue):
                 self._idle.set()
 
