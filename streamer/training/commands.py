@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,23 @@ from models.training import COMBOS, EpochReport, TrainConfig, combo_name, evalua
 from streamer.config import WindowConfig
 from streamer.errors import CheckpointError, ConfigError
 from streamer.inference.device import resolve_device
-from streamer.training.clipset import WindowSet, load_split
+from streamer.training.clipset import WindowSet, load_split, read_labels
 
 QUICK = TrainConfig(epochs=5, batch_size=16)
 QUICK_CLIPS = 40
+
+
+def spec_for(train_dir: Path) -> ModelSpec:
+    """The default spec, whose labels are the ten digits; for data labelled otherwise (your
+    own events, ``streamer record --label``), the data's labels, sorted."""
+    default = ModelSpec()
+    found = {seg.label for segs in read_labels(train_dir).values() for seg in segs}
+    if found <= set(default.labels):
+        return default
+    if len(found) < 2:
+        raise ConfigError("DATA", f"{train_dir}/labels.csv: one label ({', '.join(found)}); "
+                          "a classifier needs at least two")  # fmt: skip
+    return replace(default, name="custom-events", labels=tuple(sorted(found)))
 
 
 def _progress(console: Console) -> Progress:
@@ -63,11 +77,12 @@ def train_command(
 ) -> int:
     """Train on DATA/train, evaluate on DATA/test, write the checkpoint; ``command`` is
     recorded in its config.json so the checkpoint says how it was made. The model is
-    ``spec`` (default: ``ModelSpec()``) with the named ``encoders`` (default: builtin);
-    the encoders of ``freeze`` keep their initial weights."""
+    ``spec`` (default: ``ModelSpec()``, with the data's labels where they are not digits)
+    with the named ``encoders`` (default: builtin); the encoders of ``freeze`` keep their
+    initial weights."""
     root = Path(data)
     console = Console(stderr=True)
-    spec = spec or ModelSpec()
+    spec = spec or spec_for(root / "train")
     window = WindowConfig()
     dev = resolve_device(device)
     limit = QUICK_CLIPS if quick else None
