@@ -32,14 +32,17 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from models.cudagraphs import GraphedFuse
+from models.encoders.frozen import FrozenEncoder
 from models.fusion import Encoded, FusionModel
 from models.spec import ModelSpec
+from models.tags import ItemTags, Tag, window_tags
 from models.tokenizer import batch_encode
 from models.windows import WindowInputs
 
@@ -60,8 +63,11 @@ _Key = tuple[str, Hashable]  # (modality, key)
 @dataclass(slots=True)
 class _Session:
     tick: int = 0  # windows seen
-    # (modality, key) -> (embedding [D], tick of last use); ordered by last use
-    entries: OrderedDict[_Key, tuple[torch.Tensor, int]] = field(default_factory=OrderedDict)
+    # (modality, key) -> (embedding [D], tick of last use, the item's tags or None);
+    # ordered by last use
+    entries: OrderedDict[_Key, tuple[torch.Tensor, int, ItemTags | None]] = field(
+        default_factory=OrderedDict
+    )
 
 
 @dataclass(slots=True)
@@ -122,6 +128,16 @@ class CachedFusion(ABC):
     def _fuse(self, enc: Encoded) -> torch.Tensor:
         """Embeddings of B windows (on ``device``) -> probabilities ``[B, C]`` float32, CPU."""
 
+    def _tag(self, modality: str, inputs: tuple[Any, ...]) -> list[ItemTags] | None:
+        """The items' tags (the encoder's inputs, as for its hook), or None: this runtime
+        has no tagger for ``modality`` (the default)."""
+        return None
+
+    @property
+    def tagging(self) -> bool:
+        """Whether any modality has a tagger (then windows get tags, maybe none)."""
+        return False
+
     # -- cache management ------------------------------------------------------------------
 
     def cache_size(self, session: Hashable | None = None) -> int:
@@ -152,7 +168,7 @@ class CachedFusion(ABC):
             s = self._sessions[sid]
             oldest_kept = s.tick - self.max_idle_windows
             while s.entries:
-                _, (_, last) = next(iter(s.entries.items()))
+                _, (_, last, _) = next(iter(s.entries.items()))
                 if len(s.entries) <= self.max_entries and last >= oldest_kept:
                     break
                 s.entries.popitem(last=False)
@@ -177,27 +193,41 @@ class CachedFusion(ABC):
         ranked = sorted(range(len(w.text)), key=lambda i: (w.text[i][2], i), reverse=True)
         return [w.text[i] for i in sorted(ranked[:keep])]
 
-    def _encode(self, modality: str, pending: _Pending) -> torch.Tensor:
-        """The pending items of one modality -> ``[N, D]`` on the device."""
+    def _encode(
+        self, modality: str, pending: _Pending
+    ) -> tuple[torch.Tensor, list[ItemTags] | None]:
+        """The pending items of one modality -> ``[N, D]`` on the device, and their tags."""
         self.encoded[modality] += len(pending.payload)
+        inputs: tuple[Any, ...]
         if modality == "video":
-            frames = np.stack([np.asarray(p, dtype=np.uint8) for p in pending.payload])
-            return self._encode_video(frames)  # [N, D]
-        if modality == "audio":
+            inputs = (np.stack([np.asarray(p, dtype=np.uint8) for p in pending.payload]),)
+            emb = self._encode_video(*inputs)  # [N, D]
+        elif modality == "audio":
             wave = np.stack([np.asarray(p, dtype=np.float32) for p in pending.payload])
             if wave.shape[1:] != (self.spec.segment_samples,):
                 raise ValueError(
                     f"audio segments must be [{self.spec.segment_samples}], got {wave.shape[1:]}"
                 )
-            return self._encode_audio(wave)  # [N, D]
-        texts = [str(p) for p in pending.payload]
-        ids, lengths = batch_encode(texts, self.spec.text_max_bytes)  # [N, L], [N]
-        return self._encode_text(ids, lengths)  # [N, D]
+            inputs = (wave,)
+            emb = self._encode_audio(wave)  # [N, D]
+        else:
+            texts = [str(p) for p in pending.payload]
+            inputs = batch_encode(texts, self.spec.text_max_bytes)  # [N, L], [N]
+            emb = self._encode_text(*inputs)  # [N, D]
+        return emb, self._tag(modality, inputs)
 
     def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+        """Probabilities ``[B, C]`` (CPU) of the windows."""
+        return self.infer(windows)[0]
+
+    def infer(
+        self, windows: Sequence[WindowInputs]
+    ) -> tuple[torch.Tensor, list[tuple[Tag, ...]] | None]:
+        """Probabilities ``[B, C]`` (CPU) and, where the runtime tags (:attr:`tagging`),
+        each window's tags (:mod:`models.tags`)."""
         n_labels, d = len(self.spec.labels), self.spec.d_model
         if not windows:
-            return torch.empty(0, n_labels)
+            return torch.empty(0, n_labels), ([] if self.tagging else None)
         with torch.inference_mode():
             texts = [self._recent_text(w) for w in windows]
             sessions = [self._session(w.session) for w in windows]
@@ -213,6 +243,7 @@ class CachedFusion(ABC):
                         pending["text"].add(w.session, key, body)
             # 2. one encoder call per modality for the whole call
             fresh = {m: self._encode(m, p) for m, p in pending.items() if p.payload}
+            item_tags: list[dict[str, list[ItemTags]]] = []  # per window, per modality
             # 3. gather the embeddings of every slot, touching the cache in window order
             zero = torch.zeros(d, device=self.device)
             tv = max(len(w.video) for w in windows)
@@ -225,13 +256,17 @@ class CachedFusion(ABC):
             def take(modality: str, sid: Hashable, s: _Session, key: Hashable) -> None:
                 hit = s.entries.get((modality, key))
                 if hit is None:
-                    emb = fresh[modality][pending[modality].index[(sid, key)]]
+                    embs, tags_of = fresh[modality]
+                    i = pending[modality].index[(sid, key)]
+                    emb, tags = embs[i], (None if tags_of is None else tags_of[i])
                 else:
-                    emb = hit[0]
+                    emb, _, tags = hit
                     s.entries.move_to_end((modality, key))
-                s.entries[(modality, key)] = (emb, s.tick)
+                s.entries[(modality, key)] = (emb, s.tick, tags)
                 rows[modality].append(emb)
                 masks[modality].append(True)
+                if tags is not None:
+                    item_tags[-1].setdefault(modality, []).append(tags)
 
             def pad(modality: str, n: int) -> None:
                 rows[modality].extend([zero] * n)
@@ -239,6 +274,7 @@ class CachedFusion(ABC):
 
             for w, s, text in zip(windows, sessions, texts, strict=True):
                 s.tick += 1
+                item_tags.append({})
                 for modality, items, width in (("video", w.video, tv), ("audio", w.audio, ta)):
                     for item in items:
                         if item is None:
@@ -266,7 +302,9 @@ class CachedFusion(ABC):
                           text_pos)  # fmt: skip
             probs = self._fuse(enc)  # [B, C]
         self._prune({w.session for w in windows})
-        return probs
+        if not self.tagging:
+            return probs, None
+        return probs, [window_tags({m: t[m] for m in MODALITIES if m in t}) for t in item_tags]
 
 
 class IncrementalFusion(CachedFusion):
@@ -305,10 +343,26 @@ class IncrementalFusion(CachedFusion):
         self.model = model.to(self.device).eval()
         self.graphed = GraphedFuse(self.model, amp=PRECISIONS[precision]) if cuda_graphs else None
 
-    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+    def infer(
+        self, windows: Sequence[WindowInputs]
+    ) -> tuple[torch.Tensor, list[tuple[Tag, ...]] | None]:
         if self.model.training:
             self.model.eval()
-        return super().__call__(windows)
+        return super().infer(windows)
+
+    @property
+    def tagging(self) -> bool:
+        return any(self._tagger(m) is not None for m in MODALITIES)
+
+    def _tagger(self, modality: str) -> Callable[..., list[ItemTags]] | None:
+        enc = self.model.encoder(modality)
+        return enc.tagger if isinstance(enc, FrozenEncoder) else None
+
+    def _tag(self, modality: str, inputs: tuple[Any, ...]) -> list[ItemTags] | None:
+        tagger = self._tagger(modality)
+        if tagger is None:
+            return None
+        return tagger(*(self._to_device(torch.as_tensor(x)) for x in inputs))
 
     def _amp(self) -> contextlib.AbstractContextManager[object]:
         dtype = PRECISIONS[self.precision]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.tags import Tag
 from streamer.frames import NS, Window
 
 SCHEMA = "streamer.prediction/1"
@@ -52,6 +53,7 @@ class Prediction:
     end_to_publish_ms: float
     model: ModelId
     partial: bool = False  # cut at shutdown before its end
+    tags: tuple[Tag, ...] | None = None  # None: the model does not tag
 
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object (``streamer schema``)."""
@@ -78,6 +80,9 @@ class Prediction:
         }
         if self.partial:
             out["partial"] = True
+        if self.tags is not None:
+            out["tags"] = [{"tag": t.tag, "score": t.score, "modality": t.modality}
+                           for t in self.tags]  # fmt: skip
         return out
 
     def encode(self) -> bytes:
@@ -105,8 +110,10 @@ class PredictionBuilder:
         inference_ms: float,
         now_ns: int,
         model: ModelId | None = None,
+        tags: tuple[Tag, ...] | None = None,
     ) -> Prediction:
-        """``model``: the one that gave ``probs``, if not the builder's (after a swap)."""
+        """``model``: the one that gave ``probs``, if not the builder's (after a swap);
+        ``tags``: what its encoders' heads saw (None: it does not tag)."""
         model = model or self.model
         seq = self._take(window.stream)
         p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
@@ -136,6 +143,7 @@ class PredictionBuilder:
             end_to_publish_ms=round((now_ns - ref_ns) / 1e6, 3),
             model=model,
             partial=window.partial,
+            tags=tags,
         )
 
     def skip(self, stream: str) -> None:

@@ -98,3 +98,48 @@ def test_a_checkpoint_records_the_backbone_and_loading_checks_it(
     weights.write_bytes(b"weights v2")  # same version, other bytes
     with pytest.raises(CheckpointFormatError, match="has sha256 .* trained with"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+TAGGED = "test-frozen-tagged"
+
+
+@register("video", TAGGED)
+def _build_tagged(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
+    def brightness(frames: torch.Tensor) -> list[tuple[tuple[str, float], ...]]:
+        level = frames.float().mean(dim=(1, 2, 3)) / 255.0  # [N]
+        return [(("bright", float(v)), ("dark", 1.0 - float(v))) for v in level]
+
+    path: Path = _STATE["file"]
+    prov = Provenance(name=TAGGED, file=str(path), sha256=file_sha256(path), licence="MIT")
+    return FrozenEncoder(Pixels(), dim=16, d_model=spec.d_model, provenance=prov,
+                         tagger=brightness)  # fmt: skip
+
+
+async def test_a_tagging_encoder_puts_its_tags_in_the_predictions(
+    weights: Path, tmp_path: Path, prediction_schema: dict[str, Any]
+) -> None:
+    import jsonschema
+    import numpy as np
+
+    from streamer.app.node import Node
+    from streamer.config import ModelConfig, WindowConfig, parse_config
+    from streamer.frames import NS, VideoFrame
+    from streamer.inference.model import load_model
+    from streamer.testing import FakeClock, ListSource, MemorySink
+
+    save_checkpoint(FusionModel(SPEC, encoders={"video": TAGGED}), tmp_path / "tagged")
+    loaded = load_model(ModelConfig(checkpoint=tmp_path / "tagged", threads=1), WindowConfig())
+    t0 = FakeClock().now_ns()
+    white = np.full((SPEC.image_size, SPEC.image_size, 3), 255, np.uint8)
+    frames = [VideoFrame("a", t0 + i * NS // SPEC.fps, white) for i in range(2 * SPEC.fps)]
+    cfg = parse_config({"node": "n", "mqtt": {"url": "mqtt://127.0.0.1:1"},
+                        "streams": [{"id": "a", "video": "synthetic:x", "text": []}]})  # fmt: skip
+    sink = MemorySink()
+    node = Node(cfg, clock=FakeClock(), loaded=loaded, sinks=[sink],
+                sources=lambda s: [ListSource(frames)])  # fmt: skip
+    assert await node.run() == 0
+    assert sink.predictions
+    for p in sink.predictions:
+        body = p.to_json()
+        jsonschema.validate(body, prediction_schema)
+        assert body["tags"] == [{"tag": "bright", "score": 1.0, "modality": "video"}]

@@ -55,10 +55,10 @@ class RecordingFusion(IncrementalFusion):
         self.threads: list[str] = []
         self.calls: list[list[str]] = []
 
-    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+    def infer(self, windows: Sequence[WindowInputs]) -> tuple[torch.Tensor, Any]:
         self.threads.append(threading.current_thread().name)
         self.calls.append([str(w.session) for w in windows])
-        return super().__call__(windows)
+        return super().infer(windows)
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +127,11 @@ class PoisonFusion(RecordingFusion):
     """Fails every call that holds a window of stream ``poison``, as a tokenizer that
     cannot take an item would."""
 
-    def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
+    def infer(self, windows: Sequence[WindowInputs]) -> tuple[torch.Tensor, Any]:
         if any(w.session == "poison" for w in windows):
             self.calls.append([str(w.session) for w in windows])
             raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
-        return super().__call__(windows)
+        return super().infer(windows)
 
 
 async def test_a_failing_window_costs_only_itself(model: FusionModel) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.tags import ItemTags
+
 
 class ProvenanceError(ValueError):
     """A frozen backbone is missing, or not the one a checkpoint was trained with."""
@@ -89,6 +91,7 @@ class FrozenEncoder(nn.Module):
     ``LayerNorm(dim) -> Linear(dim, d_model)``."""
 
     _backbone: Callable[..., torch.Tensor]
+    _tagger: Callable[..., list[ItemTags]] | None
 
     def __init__(
         self,
@@ -97,7 +100,10 @@ class FrozenEncoder(nn.Module):
         dim: int,
         d_model: int,
         provenance: Provenance,
+        tagger: Callable[..., list[ItemTags]] | None = None,
     ) -> None:
+        """``tagger``: the backbone's own head, the same inputs -> a few ``(tag, score)``
+        per item (:mod:`models.tags`), or None."""
         super().__init__()
         # not an attribute nn.Module tracks: no state_dict, no parameters, no train()
         object.__setattr__(self, "_backbone", backbone)
@@ -105,11 +111,16 @@ class FrozenEncoder(nn.Module):
             backbone.requires_grad_(False).eval()
         self.dim = dim
         self.provenance = provenance
+        object.__setattr__(self, "_tagger", tagger)
         self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, d_model))
 
     @property
     def backbone(self) -> Callable[..., torch.Tensor]:
         return self._backbone
+
+    @property
+    def tagger(self) -> Callable[..., list[ItemTags]] | None:
+        return self._tagger
 
     def features(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The backbone's features ``[N, dim]`` (no gradient, float32)."""

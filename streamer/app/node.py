@@ -183,7 +183,7 @@ class Node:
     async def _on_result(self, r: Result) -> None:
         p = self.builder.build(
             r.window, r.probs, inference_ms=r.inference_ms, now_ns=self.clock.now_ns(),
-            model=r.model,
+            model=r.model, tags=r.tags,
         )  # fmt: skip
         self.sinks.publish(p)
         st = self.stats[r.window.stream]

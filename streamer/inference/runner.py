@@ -31,6 +31,7 @@ import torch
 
 from models.incremental import CachedFusion, WindowInputs
 from models.spec import ModelSpec
+from models.tags import Tag
 from streamer.config import ModelConfig
 from streamer.frames import NS, Window
 from streamer.predictions import ModelId
@@ -50,6 +51,17 @@ class Result:
     probs: npt.NDArray[np.float32]  # [C]
     inference_ms: float  # wall time of the batch this window was in
     model: ModelId | None = None  # the model that gave it (None: the runner was given none)
+    tags: tuple[Tag, ...] | None = None  # what its encoders' heads saw (None: no tagger)
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    """One window's outcome in the inference thread (probabilities None: it failed)."""
+
+    window: Window
+    probs: npt.NDArray[np.float32] | None
+    ms: float
+    tags: tuple[Tag, ...] | None = None
 
 
 def window_inputs(window: Window, spec: ModelSpec) -> WindowInputs:
@@ -203,12 +215,13 @@ class InferenceRunner:
                 except TimeoutError:
                     break
             results = await self._run_batch(loop, batch)
-            for w, p, ms in results:
-                if p is None:
+            for r in results:
+                w = r.window
+                if r.probs is None:
                     self._lose(w, "inference_error")
                     continue
                 try:
-                    await self._on_result(Result(w, p, ms, self.model))
+                    await self._on_result(Result(w, r.probs, r.ms, self.model, r.tags))
                 except Exception:
                     self._errors.log(
                         logging.ERROR, "result", "stream %s: handling the result of window "
@@ -224,14 +237,11 @@ class InferenceRunner:
             if not len(self.queue):
                 self._idle.set()
 
-    async def _run_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[Window]
-    ) -> list[tuple[Window, npt.NDArray[np.float32] | None, float]]:
-        """The batch's probabilities; when the batch fails, each window alone, so that
-        only a window that fails by itself is lost (probabilities None)."""
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Window]) -> list[_Out]:
+        """The batch's results; when the batch fails, each window alone, so that only a
+        window that fails by itself is lost (probabilities None)."""
         try:
-            probs, ms = await loop.run_in_executor(self._executor, self._infer, batch)
-            return [(w, p, ms) for w, p in zip(batch, probs, strict=True)]
+            return await loop.run_in_executor(self._executor, self._infer, batch)
         except Exception as e:
             if len(batch) > 1:
                 self._errors.log(
@@ -240,25 +250,22 @@ class InferenceRunner:
                 )  # fmt: skip
             else:
                 self._log_failed(batch[0], e)
-                return [(batch[0], None, 0.0)]
+                return [_Out(batch[0], None, 0.0)]
         each = await loop.run_in_executor(self._executor, self._infer_each, batch)
-        out: list[tuple[Window, npt.NDArray[np.float32] | None, float]] = []
+        out: list[_Out] = []
         for w, r in zip(batch, each, strict=True):
             if isinstance(r, BaseException):
                 self._log_failed(w, r)
-                out.append((w, None, 0.0))
+                out.append(_Out(w, None, 0.0))
             else:
-                out.append((w, r[0], r[1]))
+                out.append(r)
         return out
 
-    def _infer_each(
-        self, batch: Sequence[Window]
-    ) -> list[tuple[npt.NDArray[np.float32], float] | Exception]:
-        out: list[tuple[npt.NDArray[np.float32], float] | Exception] = []
+    def _infer_each(self, batch: Sequence[Window]) -> list[_Out | Exception]:
+        out: list[_Out | Exception] = []
         for w in batch:
             try:
-                probs, ms = self._infer([w])
-                out.append((probs[0], ms))
+                out.extend(self._infer([w]))
             except Exception as e:
                 out.append(e)
         return out
@@ -270,9 +277,13 @@ class InferenceRunner:
             w.stream, w.start_ns / NS, type(e).__name__, e,
         )  # fmt: skip
 
-    def _infer(self, batch: Sequence[Window]) -> tuple[npt.NDArray[np.float32], float]:
+    def _infer(self, batch: Sequence[Window]) -> list[_Out]:
         t0 = time.perf_counter()
         inputs = [window_inputs(w, self._spec) for w in batch]
-        probs = self._fusion(inputs)
+        probs, tags = self._fusion.infer(inputs)
         out = probs.detach().to("cpu", torch.float32).numpy()
-        return out, (time.perf_counter() - t0) * 1000
+        ms = (time.perf_counter() - t0) * 1000
+        return [
+            _Out(w, p, ms, None if tags is None else tags[i])
+            for i, (w, p) in enumerate(zip(batch, out, strict=True))
+        ]
