@@ -13,7 +13,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
 from models.encoders.frozen import FrozenEncoder, Provenance, file_sha256
-from models.encoders.registry import register
+from models.encoders.registry import register, unregister
 from models.fusion import FusionModel
 from models.spec import ModelSpec
 
@@ -34,7 +34,6 @@ class Pixels(nn.Module):
         return nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)  # [N, 16]
 
 
-@register("video", NAME)
 def _build(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     path: Path = _STATE["file"]
     prov = Provenance(
@@ -47,11 +46,18 @@ def _build(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
 
 @pytest.fixture
 def weights(tmp_path: Path) -> Iterator[Path]:
+    """The test encoders, registered for the test alone, and their weight file."""
     path = tmp_path / "pixels.bin"
     path.write_bytes(b"weights v1")
     _STATE.update(file=path, version="1.0")
-    yield path
-    _STATE.clear()
+    register("video", NAME)(_build)
+    register("video", TAGGED)(_build_tagged)
+    try:
+        yield path
+    finally:
+        unregister("video", NAME)
+        unregister("video", TAGGED)
+        _STATE.clear()
 
 
 def test_the_backbone_is_neither_trained_nor_saved(weights: Path) -> None:
@@ -103,7 +109,6 @@ def test_a_checkpoint_records_the_backbone_and_loading_checks_it(
 TAGGED = "test-frozen-tagged"
 
 
-@register("video", TAGGED)
 def _build_tagged(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     def brightness(frames: torch.Tensor) -> list[tuple[tuple[str, float], ...]]:
         level = frames.float().mean(dim=(1, 2, 3)) / 255.0  # [N]

@@ -38,6 +38,7 @@ __all__ = [
     "encoder_choices",
     "encoder_names",
     "register",
+    "unregister",
 ]
 
 MODALITIES = ("video", "audio", "text")
@@ -80,6 +81,11 @@ def register(modality: str, name: str) -> Callable[[Builder], Builder]:
         return builder
 
     return add
+
+
+def unregister(modality: str, name: str) -> None:
+    """Take back ``modality``'s encoder ``name`` (a test's, a plugin's); absent: nothing."""
+    _BUILDERS.pop((modality, name), None)
 
 
 def encoder_names(modality: str) -> tuple[str, ...]:

@@ -105,6 +105,11 @@ class Supervisor:
                     await done
             stop.cancel()
             rc = done.result()
+            if self._stop.is_set() and rc == -signal.SIGTERM:
+                # our stop reached it before it was up (signal handlers are installed
+                # once its model is loaded): it had published nothing, it lost nothing
+                log.info("worker %d/%d stopped while starting", index, self.count)
+                return 0
             if rc != 0:  # it said nothing more about its streams: it had no Will of its own
                 streams_offline(pub, topics, mine)
             if self._stop.is_set() or rc == 0:
