@@ -291,3 +291,15 @@ def test_quick_training_on_top_of_an_onnx_encoder(
     assert f"--encoders video=onnx:{path}" in cfg["command"]
     model, _ = load_checkpoint(ck)
     assert model.encode_video(frames_batch(2)).shape == (2, SPEC.d_model)
+
+
+def test_exporting_refuses_rather_than_bake_the_graph_in(
+    video: tuple[Path, nn.Module], tmp_path: Path
+) -> None:
+    from models.export import export_model
+
+    path, _ = video
+    model = FusionModel(SPEC, encoders={"video": f"onnx:{path}"})
+    # traced, onnxruntime's output would become a constant of the exported graph
+    with pytest.raises(OnnxEncoderError, match="cannot be exported or traced"):
+        export_model(model, "onnx", tmp_path / "export")

@@ -253,6 +253,10 @@ class OnnxBackbone:
         return np.asarray(out[0])
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():  # its output would be traced as a constant
+            raise OnnxEncoderError(
+                f"{self.path}: a model with an onnx: encoder cannot be exported or traced"
+            )
         device = inputs[0].device
         feeds = self._feeds(*(x.detach().cpu() for x in inputs))
         if not self.per_item:
