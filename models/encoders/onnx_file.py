@@ -253,7 +253,8 @@ class OnnxBackbone:
         return np.asarray(out[0])
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing():  # its output would be traced as a constant
+        # traced (streamer export, model.runtime: onnx), its output would become a constant
+        if torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call]
             raise OnnxEncoderError(
                 f"{self.path}: a model with an onnx: encoder cannot be exported or traced"
             )
