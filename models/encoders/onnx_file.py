@@ -126,6 +126,10 @@ _SIDECARS: dict[str, type[_Sidecar]] = {
 _RANK = {"video": 4, "audio": 2, "text": 2}  # the graph input's rank with a batch axis
 
 
+def _first(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def onnx_path(name: str) -> Path:
     """The absolute path of ``onnx:<path>``; ``OnnxEncoderError`` for a relative one."""
     raw = name.removeprefix(PREFIX)
@@ -144,7 +148,7 @@ def read_sidecar(modality: str, path: Path) -> Sidecar:
     try:
         raw = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise OnnxEncoderError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from e
+        raise OnnxEncoderError(f"{file}: not valid JSON ({_first(e)})") from e
     if not isinstance(raw, dict):
         raise OnnxEncoderError(f"{file}: expected a JSON object")
     if raw.get("modality") != modality:
@@ -184,8 +188,7 @@ def _session(path: Path) -> Any:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as e:  # onnxruntime raises its own types for a bad model
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise OnnxEncoderError(f"{path}: onnxruntime cannot load it ({first})") from e
+        raise OnnxEncoderError(f"{path}: onnxruntime cannot load it ({_first(e)})") from e
 
 
 class OnnxBackbone:
@@ -248,8 +251,7 @@ class OnnxBackbone:
         try:
             out = self.session.run([self.sidecar.output.name], feed)
         except Exception as e:  # onnxruntime's own error types
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OnnxEncoderError(f"{self.path}: the graph refused its input ({first})") from e
+            raise OnnxEncoderError(f"{self.path}: the graph refused its input ({_first(e)})") from e
         return np.asarray(out[0])
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
