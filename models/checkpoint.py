@@ -11,8 +11,8 @@ and shape against the architecture the spec describes; any problem is a one-line
      "preprocessing": {...}, ...extra}
 
 ``architecture.class`` must be a known class (:data:`ARCHITECTURES`) and each encoder a
-name in :mod:`models.encoders.registry`; a checkpoint without ``encoders`` (all written
-before it existed) uses ``builtin`` for every modality.
+name in :mod:`models.encoders.registry` or ``onnx:<absolute path>``; a checkpoint without
+``encoders`` (all written before it existed) uses ``builtin`` for every modality.
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from models.encoders.frozen import FrozenEncoder, Provenance, ProvenanceError, check_provenance
-from models.encoders.registry import MODALITIES, EncoderChoice, encoder_choices, encoder_names
+from models.encoders.registry import (
+    MODALITIES,
+    EncoderChoice,
+    UnknownEncoderError,
+    check_encoder_name,
+    encoder_choices,
+    encoder_names,
+)
 from models.fusion import FusionModel
 from models.spec import ModelSpec
 
@@ -183,11 +190,16 @@ def _read_architecture(config: dict[str, Any], where: Path) -> tuple[str, dict[s
                 f"{where}: architecture.encoders.{modality} must be "
                 '{"name": str, "options": {...}}'
             )
-        if name not in encoder_names(modality):
+        try:
+            check_encoder_name(modality, name)
+        except UnknownEncoderError as e:
+            known = ", ".join(encoder_names(modality))
             raise CheckpointFormatError(
-                f"{where}: unknown {modality} encoder {name!r} in architecture.encoders "
-                f"(known: {', '.join(encoder_names(modality))})"
-            )
+                f"{where}: architecture.encoders.{modality}: {e}"
+                if name.startswith("onnx:")
+                else f"{where}: unknown {modality} encoder {name!r} in architecture.encoders "
+                f"(known: {known}, onnx:/abs/path/model.onnx)"
+            ) from e
         choices[modality] = EncoderChoice(name, options)
     return str(cls), encoder_choices(choices)
 

@@ -110,9 +110,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     command += ["--quick"] if args.quick else []
     command += ["--device", args.device] if args.device != "auto" else []
     command += ["--freeze", ",".join(args.freeze)] if args.freeze else []
+    encoders = dict(args.encoders)
+    command += ["--encoders", ",".join(f"{m}={n}" for m, n in encoders.items())] if encoders else []
     return train_command(
         args.data, args.out, epochs=args.epochs, quick=args.quick, device=args.device,
-        seed=args.seed, command=shlex.join(command), freeze=args.freeze,
+        seed=args.seed, command=shlex.join(command), freeze=args.freeze, encoders=encoders,
     )  # fmt: skip
 
 
@@ -204,6 +206,22 @@ def _modalities(s: str) -> tuple[str, ...]:
     return names
 
 
+def _encoders(s: str) -> tuple[tuple[str, str], ...]:
+    """``video=NAME,audio=NAME``: (modality, encoder name) pairs, each modality once."""
+    from models.encoders.registry import MODALITIES
+
+    pairs: dict[str, str] = {}
+    for item in (i.strip() for i in s.split(",")):
+        modality, eq, name = (part.strip() for part in item.partition("="))
+        if not eq or modality not in MODALITIES or not name or modality in pairs:
+            raise argparse.ArgumentTypeError(
+                f"expected MODALITY=NAME pairs, each of {','.join(MODALITIES)} at most once "
+                f"(e.g. video=onnx:/abs/model.onnx), got {item!r}"
+            )
+        pairs[modality] = name
+    return tuple(pairs.items())
+
+
 def _count(s: str) -> int:
     try:
         v = int(s)
@@ -273,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=(),
         metavar="MODALITIES",
         help="encoders to keep as initialised, e.g. video,audio (the rest trains)",
+    )
+    t.add_argument(
+        "--encoders",
+        type=_encoders,
+        default=(),
+        metavar="MODALITY=NAME,...",
+        help="encoder names, e.g. video=onnx:/abs/model.onnx (the rest: builtin)",
     )
     t.set_defaults(func=cmd_train)
 

@@ -14,6 +14,9 @@ video  ``(frames uint8 [N, H, W, 3])``                      ``[N, D]``
 audio  ``(wave float32 [N, S])``                            ``[N, D]``
 text   ``(ids int64 [N, L], lengths int64 [N])``            ``[N, D]``
 =====  ===================================================  ==========
+
+Besides the registered names, any modality takes ``onnx:/abs/path/model.onnx``: a user's
+ONNX graph described by a sidecar ``model.json`` (:mod:`models.encoders.onnx_file`).
 """
 
 from __future__ import annotations
@@ -25,16 +28,20 @@ from typing import Any
 from torch import nn
 
 from models.encoders.audio import AudioEncoder
+from models.encoders.onnx_file import PREFIX as ONNX_PREFIX
+from models.encoders.onnx_file import build_onnx_encoder, onnx_path
 from models.encoders.text import TextEncoder
 from models.encoders.video import VideoEncoder
 from models.spec import ModelSpec
 
 __all__ = [
     "BUILTIN",
+    "ONNX_PREFIX",
     "MODALITIES",
     "EncoderChoice",
     "UnknownEncoderError",
     "build_encoder",
+    "check_encoder_name",
     "encoder_choices",
     "encoder_names",
     "register",
@@ -94,16 +101,30 @@ def encoder_names(modality: str) -> tuple[str, ...]:
     return tuple(sorted(n for m, n in _BUILDERS if m == modality))
 
 
-def build_encoder(modality: str, choice: EncoderChoice, spec: ModelSpec) -> nn.Module:
-    """A new ``modality`` encoder as ``choice`` names it; ``UnknownEncoderError`` if unknown."""
-    builder = _BUILDERS.get((modality, choice.name))
-    if builder is None:
-        _check_modality(modality)
+def check_encoder_name(modality: str, name: str) -> None:
+    """``UnknownEncoderError`` (one line) unless ``name`` is a registered ``modality``
+    encoder or ``onnx:`` and an absolute path (whether the file is there is the builder's
+    to say)."""
+    _check_modality(modality)
+    if name.startswith(ONNX_PREFIX):
+        try:
+            onnx_path(name)
+        except ValueError as e:
+            raise UnknownEncoderError(str(e)) from e
+    elif (modality, name) not in _BUILDERS:
         raise UnknownEncoderError(
-            f"unknown {modality} encoder {choice.name!r}; known: "
-            f"{', '.join(encoder_names(modality))}"
+            f"unknown {modality} encoder {name!r}; known: "
+            f"{', '.join(encoder_names(modality))}, onnx:/abs/path/model.onnx"
         )
-    return builder(spec, choice.options)
+
+
+def build_encoder(modality: str, choice: EncoderChoice, spec: ModelSpec) -> nn.Module:
+    """A new ``modality`` encoder as ``choice`` names it; ``UnknownEncoderError`` if unknown,
+    ``OnnxEncoderError`` (a ``ProvenanceError``) for an unusable ``onnx:`` file."""
+    check_encoder_name(modality, choice.name)
+    if choice.name.startswith(ONNX_PREFIX):
+        return build_onnx_encoder(modality, choice.name, spec, choice.options)
+    return _BUILDERS[(modality, choice.name)](spec, choice.options)
 
 
 def encoder_choices(

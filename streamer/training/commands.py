@@ -89,10 +89,13 @@ def train_command(
     cfg = QUICK if quick else TrainConfig()
     cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, **({"epochs": epochs} if epochs else {})})
     t_start = time.perf_counter()
+    torch.manual_seed(seed)
+    try:  # before the data: a bad encoder name or file is said at once
+        model = build_model(spec, encoders)
+    except ValueError as e:  # an unknown name, an unusable onnx: file or a missing package
+        raise ConfigError("--encoders", str(e)) from None
     train = _load(root / "train", spec, window, limit, console)
     test = _load(root / "test", spec, window, limit, console)
-    torch.manual_seed(seed)
-    model = build_model(spec, encoders)
     x_train = train.all_inputs()
     with _progress(console) as bar:
         task = bar.add_task("training", total=cfg.epochs, info="")
