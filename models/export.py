@@ -44,6 +44,7 @@ from torch import nn
 from torch.jit._trace import TracerWarning
 
 from models.checkpoint import default_checkpoint_dir, load_checkpoint
+from models.encoders.frozen import FrozenEncoder
 from models.fusion import Encoded, FusionModel
 from models.spec import ModelSpec
 
@@ -286,6 +287,17 @@ def _check_format(fmt: str) -> Format:
     return fmt
 
 
+def _check_exportable(model: FusionModel) -> None:
+    """An encoder whose backbone runs outside torch (an ``onnx:`` file) cannot be traced."""
+    for modality in ("video", "audio", "text"):
+        enc = model.encoder(modality)
+        if isinstance(enc, FrozenEncoder) and not isinstance(enc.backbone, nn.Module):
+            raise ExportError(
+                f"the {modality} encoder {enc.provenance.name!r} runs outside torch: export "
+                "and model.runtime: onnx do not take it (run it with model.runtime: torch)"
+            )
+
+
 def export_model(
     model: FusionModel,
     fmt: str,
@@ -299,6 +311,7 @@ def export_model(
     The model is exported from CPU in eval mode (it is not moved or changed: a CPU copy is
     traced when it lives elsewhere). ``ExportError`` on a bad format or directory.
     """
+    _check_exportable(model)
     kind = _check_format(fmt)
     if kind == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ExportError("exporting to onnx needs the onnx package (pip install onnx)")

@@ -31,6 +31,8 @@ def spec_for(train_dir: Path) -> ModelSpec:
     """The default spec, whose labels are the ten digits; for data labelled otherwise (your
     own events, ``streamer record --label``), the data's labels, sorted."""
     default = ModelSpec()
+    if not (train_dir / "labels.csv").is_file():
+        return default  # reading the data says what is missing, after the encoders' check
     found = {seg.label for segs in read_labels(train_dir).values() for seg in segs}
     if found <= set(default.labels):
         return default
