@@ -53,6 +53,8 @@ def measure(modality: str, name: str, spec: ModelSpec) -> Row:
         if info is None:
             raise
         return Row(name, modality, f"not installed ({INSTALL})", str(info.dim), info.licence, None)
+    except Exception as e:  # a listing goes on past an encoder that cannot be built here
+        return Row(name, modality, f"cannot be built: {e}", "-", "-", None)
     if isinstance(enc, FrozenEncoder):
         prov = enc.provenance
         package = f"{prov.package} {prov.version}" if prov.package else prov.file

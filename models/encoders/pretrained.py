@@ -98,9 +98,12 @@ class EfficientNetLite0(nn.Module):
     :meth:`classify` gives the ImageNet logits ``[N, 1000]`` (the packages ship no class
     names; indices follow the usual ImageNet-1k order, e.g. 281-285 are cats)."""
 
-    def __init__(self, net: nn.Module, size: int) -> None:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, net: Any, size: int) -> None:
         super().__init__()
-        self.net = net
+        self.net: Any = net
         self.size = size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
@@ -162,7 +165,7 @@ class WordLlamaText:
 
 def wordllama() -> tuple[WordLlamaText, Provenance]:
     mod = _import("wordllama", "wordllama")
-    root = Path(mod.__file__).parent
+    root = Path(str(mod.__file__)).parent
     path = root / "weights" / "l2_supercat_256.safetensors"
     prov = _provenance("wordllama", "wordllama", path, "MIT")
     model = mod.WordLlama.load(cache_dir=root, disable_download=True)
