@@ -195,3 +195,12 @@ def test_streamer_encoders_lists_every_encoder(capsys: pytest.CaptureFixture[str
     for info in PRETRAINED:
         installed = all(importlib.util.find_spec(m) for m in MODULES[info.name])
         assert (info.package in out) if installed else ("not installed" in out)
+
+
+def test_wordllama_refuses_an_export_rather_than_freeze_a_constant(tmp_path: Path) -> None:
+    require_packages("wordllama")
+    from models.export import ExportError, export_model
+
+    model = FusionModel(SPEC, encoders={"text": choice("wordllama")}).eval()
+    with pytest.raises(ExportError, match="wordllama .* cannot be exported"):
+        export_model(model, "onnx", tmp_path / "onnx")

@@ -154,6 +154,13 @@ class WordLlamaText:
         self.model = model
 
     def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            from models.export import ExportError  # a trace would freeze one sentence's vector
+
+            raise ExportError(
+                "the wordllama text encoder runs in Python (a tokenizer, a table lookup) and "
+                "cannot be exported; keep model.runtime: torch for it"
+            )
         rows = ids.cpu().tolist()
         texts = [
             bytes(b - 1 for b in row[:n] if b > 0).decode("utf-8", errors="replace")
