@@ -204,3 +204,14 @@ def test_wordllama_refuses_an_export_rather_than_freeze_a_constant(tmp_path: Pat
     model = FusionModel(SPEC, encoders={"text": choice("wordllama")}).eval()
     with pytest.raises(ExportError, match="wordllama .* cannot be exported"):
         export_model(model, "onnx", tmp_path / "onnx")
+
+
+def test_streamer_encoders_lists_a_missing_package_with_the_install_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamer.encoders_cmd import rows
+
+    monkeypatch.setitem(sys.modules, "wordllama", None)
+    (row,) = [r for r in rows() if r.name == "wordllama"]
+    assert row.package == "not installed (pip install 'streamer[pretrained]')"
+    assert (row.dim, row.licence, row.ms) == ("256", "MIT", None)

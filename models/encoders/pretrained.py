@@ -154,7 +154,7 @@ class WordLlamaText:
         self.model = model
 
     def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if torch._C._get_tracing_state() is not None or torch.onnx.is_in_onnx_export():
             from models.export import ExportError  # a trace would freeze one sentence's vector
 
             raise ExportError(
