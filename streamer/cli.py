@@ -174,6 +174,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_command(args.json, args.device, args.quick)
 
 
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from streamer.encoders_cmd import encoders_command
+
+    return encoders_command()
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -330,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--quick", action="store_true", help="short phases (for tests; not figures)")
     b.set_defaults(func=cmd_bench)
+
+    en = sub.add_parser("encoders", help="the encoders by name: package, licence, ms per item")
+    en.set_defaults(func=cmd_encoders)
     return p
 
 

@@ -164,3 +164,7 @@ def _builtin_audio(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
 def _builtin_text(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     _no_options("text", options)
     return TextEncoder(spec.d_model)
+
+
+# the pretrained encoders register here; their packages are imported only when built
+import models.encoders.pretrained  # noqa: E402, F401
