@@ -128,10 +128,16 @@ class CachedFusion(ABC):
     def _fuse(self, enc: Encoded) -> torch.Tensor:
         """Embeddings of B windows (on ``device``) -> probabilities ``[B, C]`` float32, CPU."""
 
-    def _tag(self, modality: str, inputs: tuple[Any, ...]) -> list[ItemTags] | None:
-        """The items' tags (the encoder's inputs, as for its hook), or None: this runtime
-        has no tagger for ``modality`` (the default)."""
-        return None
+    def _embed(
+        self, modality: str, inputs: tuple[Any, ...]
+    ) -> tuple[torch.Tensor, list[ItemTags] | None]:
+        """The items' embeddings (``inputs`` as for the modality's hook) and their tags, or
+        None: this runtime has no tagger for ``modality`` (the default)."""
+        if modality == "video":
+            return self._encode_video(*inputs), None
+        if modality == "audio":
+            return self._encode_audio(*inputs), None
+        return self._encode_text(*inputs), None
 
     @property
     def tagging(self) -> bool:
@@ -201,7 +207,6 @@ class CachedFusion(ABC):
         inputs: tuple[Any, ...]
         if modality == "video":
             inputs = (np.stack([np.asarray(p, dtype=np.uint8) for p in pending.payload]),)
-            emb = self._encode_video(*inputs)  # [N, D]
         elif modality == "audio":
             wave = np.stack([np.asarray(p, dtype=np.float32) for p in pending.payload])
             if wave.shape[1:] != (self.spec.segment_samples,):
@@ -209,12 +214,10 @@ class CachedFusion(ABC):
                     f"audio segments must be [{self.spec.segment_samples}], got {wave.shape[1:]}"
                 )
             inputs = (wave,)
-            emb = self._encode_audio(wave)  # [N, D]
         else:
             texts = [str(p) for p in pending.payload]
             inputs = batch_encode(texts, self.spec.text_max_bytes)  # [N, L], [N]
-            emb = self._encode_text(*inputs)  # [N, D]
-        return emb, self._tag(modality, inputs)
+        return self._embed(modality, inputs)  # [N, D], tags
 
     def __call__(self, windows: Sequence[WindowInputs]) -> torch.Tensor:
         """Probabilities ``[B, C]`` (CPU) of the windows."""
@@ -358,11 +361,20 @@ class IncrementalFusion(CachedFusion):
         enc = self.model.encoder(modality)
         return enc.tagger if isinstance(enc, FrozenEncoder) else None
 
-    def _tag(self, modality: str, inputs: tuple[Any, ...]) -> list[ItemTags] | None:
-        tagger = self._tagger(modality)
-        if tagger is None:
-            return None
-        return tagger(*(self._to_device(torch.as_tensor(x)) for x in inputs))
+    def _embed(
+        self, modality: str, inputs: tuple[Any, ...]
+    ) -> tuple[torch.Tensor, list[ItemTags] | None]:
+        enc = self.model.encoder(modality)
+        if not isinstance(enc, FrozenEncoder) or enc.tagger is None:
+            return super()._embed(modality, inputs)
+        args: tuple[torch.Tensor, ...]
+        if modality == "text":  # lengths stay on the CPU, as encode_text takes them
+            args = (self._to_device(inputs[0]), inputs[1])
+        else:
+            args = (self._to_device(torch.from_numpy(inputs[0])),)
+        with self._amp():
+            emb, tags = enc.encode(*args)
+        return emb.float(), tags
 
     def _amp(self) -> contextlib.AbstractContextManager[object]:
         dtype = PRECISIONS[self.precision]

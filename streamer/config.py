@@ -172,6 +172,11 @@ class WindowConfig(_Model):
         return round(self.max_delay * 1e9)
 
 
+# names model.checkpoint takes besides a directory (models.presets.PRESETS, kept here too
+# so that reading a config does not import torch)
+MODEL_PRESETS = ("reference", "perception")
+
+
 class ModelConfig(_Model):
     checkpoint: Path | None = None
     device: str = "auto"
@@ -199,6 +204,8 @@ class ModelConfig(_Model):
     @field_validator("checkpoint")
     @classmethod
     def _ckpt(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v) in MODEL_PRESETS:
+            return v
         if v is not None and not (v / "config.json").is_file():
             raise ValueError(f"not a checkpoint directory (no config.json): {v}")
         return v

@@ -30,6 +30,9 @@ class ModelId:
     name: str
     version: str
     labels: tuple[str, ...]
+    # "classes": label and scores are the model's classes; "tags": they are the window's
+    # tags (the perception preset: its classes are not read)
+    readout: str = "classes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,25 @@ class Prediction:
         return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
 
 
+NO_TAG = "none"
+
+
+def tag_readout(tags: Sequence[Tag]) -> tuple[str, float, tuple[tuple[str, float], ...]]:
+    """Label, score and scores from a window's tags (the ``tags`` readout): each tag's best
+    score over the modalities, best first, after ``none`` (1 - the top tag's score). A
+    window without tags is ``none`` 1.0, with ``other`` 0.0 (``scores`` has two entries at
+    least, as for a model's classes)."""
+    best: dict[str, float] = {}
+    for t in tags:
+        best[t.tag] = max(best.get(t.tag, 0.0), t.score)
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        return NO_TAG, 1.0, ((NO_TAG, 1.0), ("other", 0.0))
+    top, score = ranked[0]
+    none = round(1.0 - score, 6)
+    return top, score, ((NO_TAG, none), *((k, v) for k, v in ranked if k != NO_TAG))
+
+
 class PredictionBuilder:
     """Numbers windows 0, 1, 2, ... per stream and builds the prediction; a window lost
     after the aligner emitted it takes a number too (:meth:`skip`), so a subscriber sees
@@ -116,9 +138,13 @@ class PredictionBuilder:
         ``tags``: what its encoders' heads saw (None: it does not tag)."""
         model = model or self.model
         seq = self._take(window.stream)
-        p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
-        top = int(np.argmax(p))
-        labels = model.labels
+        if model.readout == "tags":
+            label, score, scores = tag_readout(tags or ())
+        else:
+            p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+            top = int(np.argmax(p))
+            label, score = model.labels[top], round(float(p[top]), 6)
+            scores = tuple((model.labels[i], round(float(v), 6)) for i, v in enumerate(p))
         # a window cut short is measured from its cut: it could not be published sooner
         ref_ns = window.end_ns if window.cut_ns is None else min(window.end_ns, window.cut_ns)
         return Prediction(
@@ -128,9 +154,9 @@ class PredictionBuilder:
             seq=seq,
             start_s=window.start_ns / NS,
             end_s=window.end_ns / NS,
-            label=labels[top],
-            score=round(float(p[top]), 6),
-            scores=tuple((labels[i], round(float(v), 6)) for i, v in enumerate(p)),
+            label=label,
+            score=score,
+            scores=scores,
             present=(
                 bool(window.present["video"]),
                 bool(window.present["audio"]),

@@ -109,14 +109,21 @@ def test_a_checkpoint_records_the_backbone_and_loading_checks_it(
 TAGGED = "test-frozen-tagged"
 
 
+class Colour(nn.Module):
+    """A stand-in backbone: each frame's mean colour in [0, 1], ``[N, 3]``."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.float().mean(dim=(1, 2)) / 255.0
+
+
 def _build_tagged(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
-    def brightness(frames: torch.Tensor) -> list[tuple[tuple[str, float], ...]]:
-        level = frames.float().mean(dim=(1, 2, 3)) / 255.0  # [N]
+    def brightness(features: torch.Tensor) -> list[tuple[tuple[str, float], ...]]:
+        level = features.mean(dim=1)  # [N], from the backbone's features
         return [(("bright", float(v)), ("dark", 1.0 - float(v))) for v in level]
 
     path: Path = _STATE["file"]
     prov = Provenance(name=TAGGED, file=str(path), sha256=file_sha256(path), licence="MIT")
-    return FrozenEncoder(Pixels(), dim=16, d_model=spec.d_model, provenance=prov,
+    return FrozenEncoder(Colour(), dim=3, d_model=spec.d_model, provenance=prov,
                          tagger=brightness)  # fmt: skip
 
 

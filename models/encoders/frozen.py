@@ -102,8 +102,9 @@ class FrozenEncoder(nn.Module):
         provenance: Provenance,
         tagger: Callable[..., list[ItemTags]] | None = None,
     ) -> None:
-        """``tagger``: the backbone's own head, the same inputs -> a few ``(tag, score)``
-        per item (:mod:`models.tags`), or None."""
+        """``tagger``: the backbone's own head, its features ``[N, dim]`` -> a few ``(tag,
+        score)`` per item (:mod:`models.tags`), or None. It takes the features, not the
+        inputs, so tagging costs no second pass of the backbone (:meth:`encode`)."""
         super().__init__()
         # not an attribute nn.Module tracks: no state_dict, no parameters, no train()
         object.__setattr__(self, "_backbone", backbone)
@@ -131,6 +132,14 @@ class FrozenEncoder(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.proj(self.features(*inputs))
         return out
+
+    def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[ItemTags] | None]:
+        """The embeddings ``[N, d_model]`` and, with a tagger, each item's tags, from one
+        pass of the backbone."""
+        feats = self.features(*inputs)
+        tags = None if self._tagger is None else self._tagger(feats)
+        out: torch.Tensor = self.proj(feats)
+        return out, tags
 
     def _apply(self, fn: Any, recurse: bool = True) -> FrozenEncoder:
         backbone = self.backbone

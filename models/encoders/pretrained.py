@@ -27,6 +27,7 @@ from torch import nn
 from models.encoders.frozen import FrozenEncoder, Provenance, ProvenanceError, file_sha256
 from models.encoders.registry import register
 from models.spec import ModelSpec
+from models.tags import ItemTags
 
 INSTALL = "pip install 'streamer[pretrained]'"
 
@@ -34,6 +35,7 @@ INSTALL = "pip install 'streamer[pretrained]'"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+TAGS_PER_FRAME = 5
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (ImageNet-1k): uint8 frames ``[N, H, W, 3]`` -> pooled ``[N, 1280]``.
 
     Frames are resized to ``size`` (bilinear) and normalised with the ImageNet mean/std;
-    :meth:`classify` gives the ImageNet logits ``[N, 1000]`` (the packages ship no class
-    names; indices follow the usual ImageNet-1k order, e.g. 281-285 are cats)."""
+    :meth:`classify` gives the ImageNet logits ``[N, 1000]``, :meth:`tags` the classes of
+    the pooled features (indices in the usual ImageNet-1k order, e.g. 281-285 are cats;
+    the names are :func:`imagenet_classes`, as the packages ship none)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -127,6 +130,28 @@ class EfficientNetLite0(nn.Module):
             out: torch.Tensor = self.net._fc(self.forward(frames))
         return out
 
+    def tags(self, features: torch.Tensor) -> list[ItemTags]:
+        """Pooled features ``[N, 1280]`` -> each frame's best ImageNet classes and their
+        probabilities (at most :data:`TAGS_PER_FRAME`)."""
+        with torch.no_grad():
+            probs = torch.softmax(self.net._fc(features.to(self.mean.dtype)).float(), dim=-1)
+        top = probs.topk(TAGS_PER_FRAME, dim=-1)
+        names = imagenet_classes()
+        return [
+            tuple((names[i], float(p)) for p, i in zip(ps, ix, strict=True))
+            for ps, ix in zip(top.values.cpu().tolist(), top.indices.cpu().tolist(), strict=True)
+        ]
+
+
+@functools.cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in index order (WordNet lemmas, the list PyTorch
+    Hub and Keras use; ``imagenet_classes.txt`` beside this module)."""
+    names = (Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines()
+    if len(names) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt holds {len(names)} names, not 1000")
+    return tuple(names)
+
 
 def efficientnet_lite0(size: int = 224) -> tuple[EfficientNetLite0, Provenance]:
     """The backbone and where its weights come from (built from the package's .pth file)."""
@@ -143,7 +168,9 @@ def efficientnet_lite0(size: int = 224) -> tuple[EfficientNetLite0, Provenance]:
 @register("video", "efficientnet-lite0")
 def _build_efficientnet(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
     backbone, prov = efficientnet_lite0(_size_option(options, 224))
-    return FrozenEncoder(backbone, dim=1280, d_model=spec.d_model, provenance=prov)
+    return FrozenEncoder(
+        backbone, dim=1280, d_model=spec.d_model, provenance=prov, tagger=backbone.tags
+    )
 
 
 class WordLlamaText:

