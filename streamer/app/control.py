@@ -1,14 +1,15 @@
 """Switching the model of a running node: ``P/N/set/model`` with a checkpoint's path.
 
-A message on ``P/N/set/model`` (UTF-8: the absolute path of a checkpoint directory on the
-node's disk) loads that checkpoint beside the running model, off the event loop, and
-swaps it in between two batches (:meth:`InferenceRunner.swap`): no window is lost and
-each stream's predictions change ``model.version`` at one window boundary. A checkpoint
-that does not load, or whose inputs differ from the running model's (frame size, frame
-rate, audio rate and segment: the sources convert for those), is refused in one log
-line and the running model goes on; the stats count both (``model``). Requests are
-taken one at a time, the last one wins. Loading reads safetensors only (nothing is
-unpickled); who may publish the topic is the broker's ACL to decide.
+A message on ``P/N/set/model`` (UTF-8: the absolute path of a checkpoint directory on
+the node's disk, or a preset's name: ``perception``, ``reference``) loads that
+checkpoint beside the running model, off the event loop, and swaps it in between two
+batches (:meth:`InferenceRunner.swap`): no window is lost and each stream's predictions
+change ``model.version`` at one window boundary. A checkpoint that does not load, or
+whose inputs differ from the running model's (frame size, frame rate, audio rate and
+segment: the sources convert for those), is refused in one log line and the running
+model goes on; the stats count both (``model``). Requests are taken one at a time, the
+last one wins. Loading reads safetensors only (nothing is unpickled); who may publish
+the topic is the broker's ACL to decide.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Self
 
 import aiomqtt
 
-from streamer.config import Config
+from streamer.config import MODEL_PRESETS, Config
 from streamer.errors import StreamerError
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner
@@ -84,8 +85,8 @@ class ModelSwitch:
             raise ValueError(f"a path of {len(payload)} bytes is too long")
         text = payload.decode("utf-8", "strict").strip()
         path = Path(text)
-        if not path.is_absolute():
-            raise ValueError(f"{text!r} is not an absolute path")
+        if not path.is_absolute() and text not in MODEL_PRESETS:
+            raise ValueError(f"{text!r} is not an absolute path nor a preset's name")
         return path
 
     def _load(self, path: Path) -> LoadedModel:
