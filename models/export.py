@@ -230,7 +230,7 @@ def example_inputs(spec: ModelSpec) -> dict[str, tuple[torch.Tensor, ...]]:
 
 
 @contextmanager
-def _quiet_tracing() -> Iterator[None]:
+def quiet_tracing() -> Iterator[None]:
     """Silence the tracers' notices about the encoders' Python-side input checks (they are
     constant for valid inputs), the exporter's deprecation notices, its note that a reversed
     slice (reflect padding) is not constant-folded, and its caution about GRUs traced at a
@@ -272,6 +272,16 @@ def _export_onnx(name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], pa
         )
 
     _write_atomic(path, write)
+
+
+def export_graph(model: FusionModel, graph_name: str, path: str | Path) -> Path:
+    """One of the four graphs of ``model`` (CPU, eval mode) to an ONNX file at ``path``,
+    traced with :func:`example_inputs`; ``ExportError`` when an encoder runs outside torch."""
+    _check_exportable(model)
+    with quiet_tracing():
+        _export_onnx(graph_name, graphs(model)[graph_name],
+                     example_inputs(model.spec)[graph_name], Path(path))  # fmt: skip
+    return Path(path)
 
 
 def _export_torchscript(
@@ -330,7 +340,7 @@ def export_model(
     files: dict[str, str] = {}
     written: list[Path] = []
     try:
-        with _quiet_tracing():
+        with quiet_tracing():
             for graph_name, graph in graphs(model).items():
                 path = out / f"{graph_name}{_SUFFIX[kind]}"
                 if kind == "onnx":

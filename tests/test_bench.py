@@ -10,13 +10,24 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from conftest import REPO, require_tool
+from conftest import IN_CI, REPO, require_tool
 
 KEYS = {
     "incremental_speedup", "k", "overhead_ratio", "latency_ms", "streams_realtime",
-    "streams_realtime_by_workers", "publish_per_s", "device", "machine",
+    "streams_realtime_by_workers", "publish_per_s", "device", "machine", "encoders",
+    "perception",
 }  # fmt: skip
+
+
+def check_encoders(rows: list[dict[str, Any]], video: str) -> None:
+    assert [r["modality"] for r in rows] == ["video", "audio", "text"]
+    assert rows[0]["name"] == video
+    for r in rows:
+        assert r["items_per_s"] > 0 and r["torch_items_per_s"] > 0
+        assert r["onnxruntime_items_per_s"] is None or r["onnxruntime_items_per_s"] > 0
+        assert 0 <= r["share"] <= 1
 
 
 def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
@@ -40,5 +51,13 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
     assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
     # a progress line per phase, and the table
-    assert all(f"[{i}/5]" in p.stderr for i in range(1, 6)), p.stderr
+    check_encoders(figures["encoders"], "builtin")
+    perception = figures["perception"]
+    if perception is None:  # its extra is not installed: said, and a failure in CI
+        assert "skipped" in p.stderr and not IN_CI, p.stderr[-2000:]
+    else:
+        assert perception["k"] == 4.0 and perception["incremental_speedup"] > 0
+        check_encoders(perception["encoders"], "efficientnet-lite0")
+        assert perception["streams_realtime"] >= 0
+    assert all(f"[{i}/7]" in p.stderr for i in range(1, 8)), p.stderr
     assert "streamer bench on" in p.stdout and "publish_per_s" in p.stdout

@@ -20,7 +20,7 @@ from models.encoders.pretrained import (
     PretrainedInfo,
     efficientnet_lite0,
 )
-from models.encoders.registry import MODALITIES, EncoderChoice, encoder_names
+from models.encoders.registry import MODALITIES, EncoderChoice, build_encoder, encoder_names
 from models.fusion import FusionModel
 from models.incremental import IncrementalFusion
 from models.spec import ModelSpec
@@ -138,6 +138,28 @@ def test_the_cat_photo_is_an_imagenet_cat() -> None:
     assert int(logits.argmax()) in IMAGENET_CATS
     coffee = torch.from_numpy(np.ascontiguousarray(skimage_data.coffee()))[None]
     assert int(backbone.classify(coffee).argmax()) not in IMAGENET_CATS
+
+
+def test_efficientnet_runs_on_onnxruntime_on_the_cpu_with_torch_s_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_packages("efficientnet-lite0")
+    pytest.importorskip("onnxruntime")
+    from models.encoders.ort_backbone import OrtBackbone
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    enc = build_encoder("video", choice("efficientnet-lite0"), SPEC).eval()
+    assert isinstance(enc, FrozenEncoder) and isinstance(enc.backbone, OrtBackbone)
+    (frames,) = inputs("video", 3)
+    with torch.inference_mode():
+        fast = enc.features(frames)
+        assert list((tmp_path / "streamer" / "backbones").glob("efficientnet-lite0-*.onnx"))
+        enc.backbone.use_onnxruntime = False
+        slow = enc.features(frames)
+    assert enc.backbone._session is not None  # it did run on onnxruntime
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    # the tags come from the features either way: the same classes
+    assert [t[0][0] for t in enc.tagger(fast)] == [t[0][0] for t in enc.tagger(slow)]
 
 
 def windows(seed: int, n: int) -> list[list[WindowInputs]]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from models.encoders.frozen import FrozenEncoder, Provenance, ProvenanceError, file_sha256
+from models.encoders.ort_backbone import OrtBackbone
 from models.encoders.registry import register
 from models.spec import ModelSpec
 from models.tags import ItemTags
@@ -167,10 +168,13 @@ def efficientnet_lite0(size: int = 224) -> tuple[EfficientNetLite0, Provenance]:
 
 @register("video", "efficientnet-lite0")
 def _build_efficientnet(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
-    backbone, prov = efficientnet_lite0(_size_option(options, 224))
-    return FrozenEncoder(
-        backbone, dim=1280, d_model=spec.d_model, provenance=prov, tagger=backbone.tags
-    )
+    size = _size_option(options, 224)
+    net, prov = efficientnet_lite0(size)
+    s = spec.image_size
+    example = torch.zeros((1, s, s, 3), dtype=torch.uint8)
+    backbone = OrtBackbone(net, f"efficientnet-lite0-{prov.sha256[:16]}-{s}to{size}", example)
+    return FrozenEncoder(backbone, dim=1280, d_model=spec.d_model, provenance=prov,
+                         tagger=net.tags)  # fmt: skip
 
 
 class WordLlamaText:

@@ -2,7 +2,10 @@
 one run on this machine, a progress line per phase, a table at the end.
 
 Figures (JSON keys): incremental_speedup and k, overhead_ratio, latency_ms {p50, p99} at 8
-paced streams, streams_realtime (and per worker count), publish_per_s, device, machine.
+paced streams, streams_realtime (and per worker count), publish_per_s, device, machine;
+encoders (the shipped model's, per modality: items per second on one core, as run, in
+torch and on onnxruntime, and the share of a window's cost); perception (the preset:
+incremental_speedup, k, encoders, streams_realtime; null when its extra is missing).
 Speed is reported as measured here; compare runs only on the same machine.
 """
 
@@ -19,13 +22,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streamer.bench.encoders import encoder_rates
 from streamer.bench.env import machine, mosquitto
 from streamer.bench.incremental import incremental_speedup
 from streamer.bench.live import Trial, run_trial, streams_realtime
 from streamer.bench.overhead import overhead_ratio
 from streamer.bench.publish import publish_per_s
 from streamer.config import ModelConfig, WindowConfig
-from streamer.inference.model import load_model
+from streamer.errors import StreamerError
+from streamer.inference.model import LoadedModel, load_model
 
 LATENCY_STREAMS = 8
 TARGETS = {
@@ -34,6 +39,8 @@ TARGETS = {
     "latency_ms.p99": "≤ 50 ms",
     "streams_realtime": "≥ 16 on 2 cores",
     "publish_per_s": "≥ 8,000",
+    "perception.incremental_speedup": "≥ 0.9 × k",
+    "perception.streams_realtime": "-",
 }
 
 
@@ -55,7 +62,7 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"device": str(dev), "machine": machine()}
     loaded.use_threads()  # model.threads, as a node runs it
     threads = f"{loaded.threads} thread{'s' if loaded.threads > 1 else ''}"
-    _say(f"[1/5] incremental vs full recompute on {dev} ({loaded.precision}, {threads}) …")
+    _say(f"[1/7] incremental vs full recompute on {dev} ({loaded.precision}, {threads}) …")
     inc = incremental_speedup(
         loaded.model, dev, windows_per_stream=8 if quick else 40, repeats=1 if quick else 3,
         precision=loaded.precision,
@@ -68,19 +75,24 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
     if "graphed_windows_per_s" in inc:
         _say(f"      with the fusion step from CUDA graphs (model.cuda_graphs): "
              f"{inc['graphed_windows_per_s']:.0f} windows/s incremental")  # fmt: skip
+    _say("[2/7] the encoders: items per second on one core …")
+    out["encoders"] = encoder_rates(loaded.model, inc["incremental_windows_per_s"],
+                                    repeats=1 if quick else 3)  # fmt: skip
+    loaded.model.to(dev)
+    _say_encoders(out["encoders"])
     with mosquitto() as port:
-        _say("[2/5] QoS 1 publishing to Mosquitto …")
+        _say("[3/7] QoS 1 publishing to Mosquitto …")
         rate = await publish_per_s(port, n=2_000 if quick else 20_000, repeats=1 if quick else 3)
         out["publish_per_s"] = round(rate)
         _say(f"      {rate:,.0f} predictions/s")
-        _say(f"[3/5] end-to-publish latency at {LATENCY_STREAMS} paced streams …")
+        _say(f"[4/7] end-to-publish latency at {LATENCY_STREAMS} paced streams …")
         trial = await run_trial(port, LATENCY_STREAMS, seconds=4 if quick else 20, device=device)
         out["latency_ms"] = {"p50": round(trial.p(50), 2), "p99": round(trial.p(99), 2)}
         _say(f"      p50 {trial.p(50):.1f} ms, p99 {trial.p(99):.1f} ms "
              f"({len(trial.latencies_ms)} predictions)")  # fmt: skip
         by_workers: dict[str, int] = {}
         for workers in sorted({1, int(out["machine"]["cores"])}):
-            _say(f"[4/5] streams sustained in real time, {workers} worker(s) (search) …")
+            _say(f"[5/7] streams sustained in real time, {workers} worker(s) (search) …")
 
             def step(n: int, t: Trial, ok: bool) -> None:
                 _say(f"      {n} streams: drops {t.drop_fraction() * 100:.2f} %, "
@@ -92,7 +104,7 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
             )  # fmt: skip
         out["streams_realtime"] = max(by_workers.values())
         out["streams_realtime_by_workers"] = by_workers
-        _say("[5/5] pipeline overhead over decode + model …")
+        _say("[6/7] pipeline overhead over decode + model …")
         with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
             ov = await overhead_ratio(port, loaded, Path(d), clips=2 if quick else 4,
                                       segments=2 if quick else 8,
@@ -101,9 +113,53 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
         _say(f"      run {ov['run_cpu_s']:.2f} s CPU / (decode {ov['decode_cpu_s']:.2f} s + "
              f"model {ov['model_cpu_s']:.2f} s) = {ov['overhead_ratio']:.2f}, "
              "each the least of its runs")  # fmt: skip
+        out["perception"] = await _perception(port, device, quick)
     _table(out)
     _say(f"done in {time.monotonic() - t_start:.0f} s")
     return out
+
+
+def _say_encoders(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        ort = r["onnxruntime_items_per_s"]
+        _say(
+            f"      {r['modality']} {r['name']}: {r['items_per_s']:,.0f} items/s as run "
+            f"(torch {r['torch_items_per_s']:,.0f}, onnxruntime "
+            f"{'-' if ort is None else f'{ort:,.0f}'}), {r['share']:.0%} of a window"
+        )
+
+
+async def _perception(port: int, device: str, quick: bool) -> dict[str, Any] | None:
+    """The perception preset's figures; None (said) when it cannot be loaded here."""
+    _say("[7/7] the perception preset: incremental, encoders, streams in real time …")
+    try:
+        loaded: LoadedModel = load_model(
+            ModelConfig(checkpoint=Path("perception"), device=device), WindowConfig()
+        )
+    except StreamerError as e:
+        _say(f"      skipped: {e}")
+        return None
+    dev = loaded.device
+    loaded.use_threads()
+    inc = incremental_speedup(
+        loaded.model, dev, windows_per_stream=4 if quick else 12, repeats=1 if quick else 2,
+        precision=loaded.precision,
+    )  # fmt: skip
+    _say(f"      {inc['incremental_windows_per_s']:.0f} vs {inc['full_windows_per_s']:.0f} "
+         f"windows/s: ×{inc['incremental_speedup']:.2f} (k = {inc['k']:g})")  # fmt: skip
+    rows = encoder_rates(loaded.model, inc["incremental_windows_per_s"], repeats=1 if quick else 3)
+    _say_encoders(rows)
+
+    def step(n: int, t: Trial, ok: bool) -> None:
+        _say(f"      {n} streams: drops {t.drop_fraction() * 100:.2f} %, "
+             f"p99 {t.p(99):.0f} ms -> {'ok' if ok else 'too many'}")  # fmt: skip
+
+    n = await streams_realtime(
+        port, seconds=3 if quick else 10, start=1 if quick else 4, cap=1 if quick else 512,
+        device=device, progress=step, checkpoint="perception",
+    )  # fmt: skip
+    return {"incremental_speedup": round(inc["incremental_speedup"], 3), "k": inc["k"],
+            "encoders": rows, "streams_realtime": n}  # fmt: skip
 
 
 def _table(out: dict[str, Any]) -> None:
@@ -121,6 +177,12 @@ def _table(out: dict[str, Any]) -> None:
                                        for w, n in out["streams_realtime_by_workers"].items())),
         ("publish_per_s", f"{out['publish_per_s']:,}"),
     ]  # fmt: skip
+    if (perc := out.get("perception")) is not None:
+        rows += [
+            ("perception.incremental_speedup",
+             f"×{perc['incremental_speedup']:.2f} (k = {perc['k']:g})"),
+            ("perception.streams_realtime", f"{perc['streams_realtime']} (1 worker)"),
+        ]  # fmt: skip
     for name, value in rows:
         t.add_row(name, TARGETS[name], value)
     Console().print(t)

@@ -92,10 +92,10 @@ class Trial:
         return float(np.percentile(lat, q)) if lat else float("inf")
 
 
-def _config(port: int, n: int, device: str) -> dict[str, Any]:
+def _config(port: int, n: int, device: str, checkpoint: str | None) -> dict[str, Any]:
     return {
         "node": NODE,
-        "model": {"device": device},
+        "model": {"device": device, "checkpoint": checkpoint},
         "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "stats_interval": 1.0},
         "window": {"length": 2.0, "hop": HOP, "max_delay": 0.5},
         "log_level": "warning",
@@ -109,13 +109,14 @@ def _config(port: int, n: int, device: str) -> dict[str, Any]:
 
 async def run_trial(
     port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto",
-    workers: int = 1,
+    workers: int = 1, checkpoint: str | None = None,
 ) -> Trial:  # fmt: skip
-    """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw."""
+    """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw.
+    ``checkpoint``: ``model.checkpoint`` (a directory or a preset; None: the shipped one)."""
     trial = Trial(n, min(workers, n))
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
         cfg = Path(d) / "cfg.yaml"
-        cfg.write_text(yaml.safe_dump(_config(port, n, device)))
+        cfg.write_text(yaml.safe_dump(_config(port, n, device, checkpoint)))
         log = Path(d) / "run.log"
         async with _subscriber(port, trial):
             with log.open("wb") as f:
@@ -241,13 +242,14 @@ def realtime(trial: Trial) -> bool:
 
 async def streams_realtime(
     port: int, *, seconds: float = 10.0, start: int = 8, cap: int = 512,
-    device: str = "auto", workers: int = 1, progress: Any = None,
+    device: str = "auto", workers: int = 1, progress: Any = None, checkpoint: str | None = None,
 ) -> int:  # fmt: skip
     """The most streams sustained: doubling from ``start``, then bisection to within 10 %."""
     ok, bad = 0, None
     n = start
     while n <= cap:
-        trial = await run_trial(port, n, seconds=seconds, device=device, workers=workers)
+        trial = await run_trial(port, n, seconds=seconds, device=device, workers=workers,
+                                checkpoint=checkpoint)  # fmt: skip
         good = realtime(trial)
         if progress is not None:
             progress(n, trial, good)
@@ -259,7 +261,8 @@ async def streams_realtime(
         return ok
     while bad - ok > max(1, ok // 10):
         mid = (ok + bad) // 2
-        trial = await run_trial(port, mid, seconds=seconds, device=device, workers=workers)
+        trial = await run_trial(port, mid, seconds=seconds, device=device, workers=workers,
+                                checkpoint=checkpoint)  # fmt: skip
         good = realtime(trial)
         if progress is not None:
             progress(mid, trial, good)
