@@ -15,7 +15,7 @@ from conftest import IN_CI, require_tool
 from streamer.cli import main
 from streamer.config import WindowConfig
 from streamer.datasets.avobjects import CLASSES, NAMES, generate, pictures
-from streamer.datasets.avobjects.plan import DEFAULT, plan_segment, render_frame
+from streamer.datasets.avobjects.plan import DEFAULT, name_of, plan_segment, render_frame
 from streamer.errors import ConfigError
 from streamer.training.clipset import load_split
 from streamer.training.commands import spec_for
@@ -120,10 +120,10 @@ def test_modalities_fail_independently() -> None:
     assert 0.05 < video.mean() < 0.3 and 0.05 < audio.mean() < 0.3 and 0.1 < text.mean() < 0.4
     assert (video & audio & text).mean() < 0.05  # all three gone together: rare
     said = [p for p in plans if p.audio.key is not None and p.audio.spoken == p.label]
-    assert all(p.audio.key is not None and p.audio.key.word == p.name for p in said)
+    assert all(p.audio.key is not None and p.audio.key.word == name_of(p) for p in said)
     named = [p for p in plans if p.text.mentions == p.label]
     synonyms = {c.name: (c.name, *c.synonyms) for c in CLASSES}
-    hit = sum(any(w in " ".join(t for _, t in p.text.events) for w in synonyms[p.name])
+    hit = sum(any(w in " ".join(t for _, t in p.text.events) for w in synonyms[name_of(p)])
               for p in named)  # fmt: skip
     assert hit > 0.6 * len(named)  # typos spoil a few
 

@@ -23,7 +23,7 @@ from typing import Any
 from streamer.datasets.avdigits.settings import NS, SPLITS, Settings, Split
 from streamer.datasets.avobjects import pictures
 from streamer.datasets.avobjects.classes import CLASSES, NAMES
-from streamer.datasets.avobjects.plan import DEFAULT, plan_segment, render_frame
+from streamer.datasets.avobjects.plan import DEFAULT, name_of, plan_segment, render_frame
 from streamer.datasets.common import speech
 from streamer.datasets.common.media import (
     Segment,
@@ -82,7 +82,7 @@ def _run(job: _Job) -> Segment:
     write_mp4(folder / f"{job.name}.mp4", layout, n_frames,
               lambda vi: render_frame(plan, vi, job.settings), audio)  # fmt: skip
     write_events(folder / f"{job.name}.jsonl", plan.text.events)
-    return Segment(0.0, layout.segment_s, plan.name)
+    return Segment(0.0, layout.segment_s, name_of(plan))
 
 
 def _meta(seed: int, sizes: dict[Split, int], settings: Settings) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def _meta(seed: int, sizes: dict[Split, int], settings: Settings) -> dict[str, A
             "pictures_used": sorted(
                 {pics[p.video.image].source for p in plans if p.video.image is not None}
             ),
-            "label_counts": {n: sum(p.name == n for p in plans) for n in NAMES},
+            "label_counts": {n: sum(name_of(p) == n for p in plans) for n in NAMES},
         }
     return {
         "format": FORMAT,

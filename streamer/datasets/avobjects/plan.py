@@ -8,20 +8,19 @@ their absences) are independent, as in AV-digits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
+from streamer.datasets.avdigits.plan import SegmentPlan
 from streamer.datasets.avdigits.settings import Difficulty, Settings, Split, segment_rng
 from streamer.datasets.avdigits.text import FILLER
 from streamer.datasets.avobjects import pictures
 from streamer.datasets.avobjects.classes import CLASSES, NAMES
 from streamer.datasets.common import frames, speech, text
 from streamer.datasets.common.frames import VideoPlan
-from streamer.datasets.common.speech import AudioPlan
-from streamer.datasets.common.text import TextPlan
 
 VIDEO, AUDIO, TEXT = 1, 2, 3
 # pictures are bigger than digits and drawn opaque-ish; the other knobs are AV-digits'
@@ -71,19 +70,8 @@ def label_of(index: int) -> int:
     return index % len(CLASSES)
 
 
-@dataclass(frozen=True)
-class SegmentPlan:
-    seed: int
-    split: Split
-    index: int
-    label: int
-    video: VideoPlan
-    audio: AudioPlan
-    text: TextPlan
-
-    @property
-    def name(self) -> str:
-        return NAMES[self.label]
+def name_of(plan: SegmentPlan) -> str:
+    return NAMES[plan.label]
 
 
 @lru_cache(maxsize=256)

@@ -99,6 +99,18 @@ def results(run: Callable[[J], R], jobs: list[J], workers: int) -> Iterator[R]:
         yield from pool.imap(run, jobs, chunksize=4)
 
 
+def output_folder(out: str, seed: int) -> Path:
+    """The checked ``OUT`` and ``--seed`` of a ``streamer dataset`` command."""
+    if not out:
+        raise ConfigError("out", "an output folder is required")
+    if seed < 0:
+        raise ConfigError("seed", f"must be >= 0, got {seed}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
+    return path
+
+
 def with_segment(base: Settings, segment_s: float) -> Settings:
     """``base`` with segments of ``segment_s`` seconds (a whole number of frames)."""
     layout = replace(base.layout, segment_s=float(segment_s))
