@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(mosquitto mosquitto-clients ffmpeg libportaudio2 pulseaudio pulseaudio-utils
-      libasound2-plugins espeak-ng)
+      libasound2-plugins espeak-ng fonts-noto-color-emoji)
 # `setup.sh test`: also what the tests drive (a real browser, ip for a loopback namespace)
 [ "${1:-}" = test ] && PKGS+=(chromium iproute2)
 missing=()

@@ -146,6 +146,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return main_dataset(args.out, args.clips, args.seed)
 
 
+def cmd_dataset_objects(args: argparse.Namespace) -> int:
+    from streamer.datasets.avobjects.cli import main_dataset
+
+    _setup_logging(args.log_level or "warning")
+    return main_dataset(args.out, args.clips, args.seed, args.per_class)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointFormatError
     from models.export import ExportError, export
@@ -283,6 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--clips", type=_count, default=600, help="clips in all (default 600)")
     av.add_argument("--seed", type=int, default=0)
     av.set_defaults(func=cmd_dataset)
+    ob = dsk.add_parser(
+        "avobjects",
+        help="AV-objects: 12 everyday objects (emoji drawings, photos), their spoken names, text",
+        description="One 3 s clip per segment of one class. Train: --per-class clips of every "
+        "class (a smaller K's clips are a prefix of a larger one's); test: --clips of every "
+        "class, with pictures and voices train never uses, the same whatever --per-class is.",
+    )
+    ob.add_argument("out", help="output folder (train/ and test/ are written in it)")
+    ob.add_argument("--clips", type=_count, default=10,
+                    help="test clips per class (default 10)")  # fmt: skip
+    ob.add_argument("--per-class", type=_count, default=20,
+                    help="train clips per class (default 20)")  # fmt: skip
+    ob.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    ob.set_defaults(func=cmd_dataset_objects)
 
     t = sub.add_parser("train", help="train the fusion model on a clip folder")
     t.add_argument("data", help="a folder with train/ and test/ clip folders")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from streamer.datasets.avdigits.generate import generate
-from streamer.errors import ConfigError
+from streamer.datasets.common.media import output_folder
 
 
 def main_dataset(out: str, clips: int, seed: int) -> int:
@@ -14,13 +12,7 @@ def main_dataset(out: str, clips: int, seed: int) -> int:
     Raises ConfigError for bad arguments and EspeakMissing (a StreamerError) when
     espeak-ng is not installed; both print as one line.
     """
-    if not out:
-        raise ConfigError("out", "an output folder is required")
-    if seed < 0:
-        raise ConfigError("seed", f"must be >= 0, got {seed}")
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ConfigError("out", f"{out} exists and is not a folder")
+    path = output_folder(out, seed)
     summary = generate(path, clips=clips, seed=seed)
     for line in summary.lines():
         print(line)

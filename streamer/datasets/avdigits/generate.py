@@ -13,20 +13,17 @@ so a pool of worker processes (fork) changes the speed, not the output.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import multiprocessing
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamer.datasets.avdigits import images, speech
-from streamer.datasets.avdigits.clips import Segment, write_clip
+from streamer.datasets.avdigits.clips import write_clip
 from streamer.datasets.avdigits.plan import plan_segment
-from streamer.datasets.avdigits.settings import DEFAULT, NS, SPLITS, Settings, Split
+from streamer.datasets.avdigits.settings import DEFAULT, SPLITS, Settings, Split
+from streamer.datasets.common.media import Segment, labels_csv, results, with_segment
 from streamer.errors import ConfigError
 
 FORMAT = "avdigits/1"
@@ -72,19 +69,6 @@ def _run(job: _Job) -> list[Segment]:
         segments=job.segments,
         settings=job.settings,
     )
-
-
-def _settings(base: Settings, segment_s: float) -> Settings:
-    layout = replace(base.layout, segment_s=float(segment_s))
-    if not segment_s > 0:
-        raise ConfigError("segment_s", f"must be positive, got {segment_s}")
-    if layout.segment_ns * layout.fps % NS or layout.segment_samples != (
-        layout.segment_s * layout.audio_rate
-    ):
-        raise ConfigError(
-            "segment_s", f"must hold a whole number of frames at {layout.fps} fps, got {segment_s}"
-        )
-    return replace(base, layout=layout)
 
 
 def split_sizes(clips: int, test_fraction: float) -> dict[Split, int]:
@@ -133,23 +117,6 @@ def _meta(seed: int, sizes: dict[Split, int], segments_per_clip: int,
     }
 
 
-def _labels_csv(rows: list[tuple[str, Segment]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["clip", "start", "end", "label"])
-    for name, seg in rows:
-        w.writerow([name, f"{seg.start:.3f}", f"{seg.end:.3f}", str(seg.label)])
-    return buf.getvalue()
-
-
-def _results(jobs: list[_Job], workers: int) -> Iterator[list[Segment]]:
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(_run, jobs)
-        return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_run, jobs, chunksize=4)
-
-
 def generate(
     out: Path,
     *,
@@ -166,7 +133,7 @@ def generate(
     sizes = split_sizes(clips, test_fraction)
     if segments_per_clip < 1:
         raise ConfigError("segments_per_clip", f"must be at least 1, got {segments_per_clip}")
-    settings = _settings(settings, segment_s)
+    settings = with_segment(settings, segment_s)
     speech.require_espeak()
     out = Path(out)
     meta = _meta(seed, sizes, segments_per_clip, settings)
@@ -184,10 +151,10 @@ def generate(
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
     rows: dict[Split, list[tuple[str, Segment]]] = {s: [] for s in SPLITS}
-    for job, segments in zip(jobs, _results(jobs, workers), strict=True):
+    for job, segments in zip(jobs, results(_run, jobs, workers), strict=True):
         rows[job.split].extend((job.name, seg) for seg in segments)
     for split in SPLITS:
-        (out / split / "labels.csv").write_text(_labels_csv(rows[split]), encoding="utf-8")
+        (out / split / "labels.csv").write_text(labels_csv(rows[split]), encoding="utf-8")
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     clip_s = segments_per_clip * settings.layout.segment_s
     return Summary(

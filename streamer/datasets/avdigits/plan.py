@@ -12,23 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
-
-from streamer.datasets.avdigits.images import VideoPlan, plan_video
-from streamer.datasets.avdigits.settings import DEFAULT, SPLIT_CODE, Settings, Split
+from streamer.datasets.avdigits.images import plan_video
+from streamer.datasets.avdigits.settings import DEFAULT, Settings, Split, segment_rng
 from streamer.datasets.avdigits.speech import AudioPlan, plan_audio
 from streamer.datasets.avdigits.text import TextPlan, plan_text
+from streamer.datasets.common.frames import VideoPlan
 
 LABELS, VIDEO, AUDIO, TEXT = range(4)
 
 
-def _rng(seed: int, split: Split, stream: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, SPLIT_CODE[split], stream, index])
-
-
 @lru_cache(maxsize=1024)
 def _block(seed: int, split: Split, block: int) -> tuple[int, ...]:
-    return tuple(int(x) for x in _rng(seed, split, LABELS, block).permutation(10))
+    return tuple(int(x) for x in segment_rng(seed, split, LABELS, block).permutation(10))
 
 
 def label_of(seed: int, split: Split, index: int) -> int:
@@ -61,7 +56,7 @@ def plan_segment(seed: int, split: Split, index: int, settings: Settings = DEFAU
         split=split,
         index=index,
         label=label,
-        video=plan_video(_rng(seed, split, VIDEO, index), label, split, d, layout),
-        audio=plan_audio(_rng(seed, split, AUDIO, index), label, split, d),
-        text=plan_text(_rng(seed, split, TEXT, index), label, d, layout),
+        video=plan_video(segment_rng(seed, split, VIDEO, index), label, split, d, layout),
+        audio=plan_audio(segment_rng(seed, split, AUDIO, index), label, split, d),
+        text=plan_text(segment_rng(seed, split, TEXT, index), label, d, layout),
     )

@@ -9,12 +9,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 SPLIT_CODE: dict[Split, int] = {"train": 0, "test": 1}
 LIVE_SPLIT: Split = "test"  # live content uses held-out images and voices
 
 NS = 1_000_000_000
+
+
+def segment_rng(seed: int, split: Split, stream: int, index: int) -> np.random.Generator:
+    """The random stream ``stream`` (labels, video, audio, text...) of one segment."""
+    return np.random.default_rng([seed, SPLIT_CODE[split], stream, index])
 
 
 @dataclass(frozen=True)
