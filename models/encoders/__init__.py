@@ -5,6 +5,9 @@ embedding does not depend on what it was batched with; incremental inference rel
 :mod:`models.encoders.registry` builds them by ``(modality, name)``.
 """
 
+# the registry first (it imports the pretrained, then the speech encoders): one import
+# order, whichever module of the package is imported first
+import models.encoders.registry  # noqa: F401
 from models.encoders.audio import AudioEncoder
 from models.encoders.text import TextEncoder
 from models.encoders.video import VideoEncoder

@@ -168,3 +168,4 @@ def _builtin_text(spec: ModelSpec, options: Mapping[str, Any]) -> nn.Module:
 
 # the pretrained encoders register here; their packages are imported only when built
 import models.encoders.pretrained  # noqa: E402, F401
+import models.encoders.speech  # noqa: E402, F401
