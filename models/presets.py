@@ -2,7 +2,8 @@
 
 - ``reference``: the shipped AV-digits checkpoint, ``models/reference/`` (the default).
 - ``perception``: no training needed. Pretrained encoders whose own heads tag what they
-  recognise (the ImageNet classes of each frame, speech in the audio); a prediction's
+  recognise (``efficientnet-lite0``: the ImageNet classes of each frame; ``silero-vad``:
+  speech in each audio segment; text is not tagged); a prediction's
   label and score are the window's top tag (:mod:`models.tags`). Its fusion head is not
   trained and not read: ``readout`` is ``"tags"``.
 
@@ -28,7 +29,7 @@ REFERENCE = "reference"
 PERCEPTION = "perception"
 PRESETS = (REFERENCE, PERCEPTION)
 
-PERCEPTION_ENCODERS = {"video": "efficientnet-lite0"}
+PERCEPTION_ENCODERS = {"video": "efficientnet-lite0", "audio": "silero-vad"}
 # its head is not read; one label keeps it the smallest it can be
 PERCEPTION_SPEC = ModelSpec(name=PERCEPTION, labels=("none",))
 

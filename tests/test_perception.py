@@ -14,7 +14,7 @@ import av
 import jsonschema
 import numpy as np
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, require_tool
 from e2e_helpers import start_streamer, write_config
 from test_pretrained_encoders import require_modules
 
@@ -105,6 +105,25 @@ async def run_perception(
             await proc.wait()
     assert rc == 0, log.read_text()[-3000:]
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+async def test_espeak_speech_is_tagged_speech(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    require_modules("silero_vad", "onnxruntime")
+    espeak = require_tool("espeak-ng")
+    wav = tmp_path / "speech.wav"
+    text = "the kettle is boiling in the kitchen, and someone is at the door"
+    speak = await asyncio.create_subprocess_exec(espeak, "-w", str(wav), text)
+    assert await speak.wait() == 0
+    preds = await run_perception(tmp_path, mosquitto, [
+        {"id": "talk", "audio": f"file://{wav}", "text": []},
+    ])  # fmt: skip
+    assert len(preds) >= 4, preds
+    speech = [p for p in preds if {"tag": "speech", "modality": "audio"}.items()
+              <= next(iter(p["tags"]), {}).items()]  # fmt: skip
+    # the voice fills most of the clip: most windows say speech, and are labelled it
+    assert len(speech) >= len(preds) // 2, [p["tags"] for p in preds]
+    assert all(p["label"] == "speech" and p["score"] >= 0.5 for p in speech)
+    assert all(t["modality"] == "audio" for p in preds for t in p["tags"])
 
 
 async def test_a_cat_on_video_is_tagged_a_cat_and_silence_is_not_tagged(

@@ -41,6 +41,7 @@ CHUNK = 512  # samples per VAD step at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous chunk each step sees first
 STATE = 128  # LSTM width; the state is [2, N, STATE]
 VAD_DIM = 2 * STATE + 2
+SCORE = 2 * STATE  # the speech score's column in the features
 SPEECH_TAG = "speech"
 
 SPEECH = (PretrainedInfo("silero-vad", "audio", "silero-vad", VAD_DIM, "MIT"),)
@@ -69,15 +70,12 @@ def _session(path: str) -> Any:
 
 class SileroVad:
     """float32 waves ``[N, S]`` at ``rate`` Hz -> ``[N, 258]``: the VAD's final state, the
-    speech score and the best chunk; :meth:`tags` gives ``("speech", score)`` per segment.
-
-    The backbone's last result is kept, so the tagger, called on the same segments right
-    after it, does not run the VAD twice."""
+    speech score and the best chunk; :meth:`tags` reads ``("speech", score)`` per segment
+    from those features (the VAD runs once per segment)."""
 
     def __init__(self, path: Path, rate: int) -> None:
         self.session = _session(str(path))
         self.rate = rate
-        self._last: tuple[F32, F32, F32] | None = None  # (waves, embeddings, scores)
 
     def _waves(self, wave: torch.Tensor) -> F32:
         if wave.dim() != 2:
@@ -106,21 +104,16 @@ class SileroVad:
             [state.transpose(1, 0, 2).reshape(n, 2 * STATE), score[:, None], p.max(1)[:, None]],
             axis=1,
         ).astype(np.float32)
-        self._last = (x.copy(), emb, score.astype(np.float32))
-        return emb, score
+        return emb, score.astype(np.float32)
 
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
         emb, _ = self.run(self._waves(wave))
-        return torch.from_numpy(emb.copy()).to(wave.device)
+        return torch.from_numpy(emb).to(wave.device)
 
-    def tags(self, wave: torch.Tensor) -> list[ItemTags]:
-        x = self._waves(wave)
-        last = self._last
-        if last is not None and last[0].shape == x.shape and np.array_equal(last[0], x):
-            score = last[2]
-        else:
-            _, score = self.run(x)
-        return [((SPEECH_TAG, float(v)),) for v in score]
+    @staticmethod
+    def tags(features: torch.Tensor) -> list[ItemTags]:
+        """Features ``[N, 258]`` -> ``(("speech", score),)`` per segment."""
+        return [((SPEECH_TAG, float(v)),) for v in features[:, SCORE].tolist()]
 
 
 def silero_vad(rate: int = VAD_RATE) -> tuple[SileroVad, Provenance]:
