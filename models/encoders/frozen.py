@@ -128,9 +128,14 @@ class FrozenEncoder(nn.Module):
             out = self.backbone(*inputs)
         return out.float()
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.proj(self.features(*inputs))
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``[N, dim]`` (any float dtype) -> ``[N, d_model]``: the trainable
+        part alone, for features computed once (:mod:`streamer.training.embedding`)."""
+        out: torch.Tensor = self.proj(features.float())
         return out
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(*inputs))
 
     def _apply(self, fn: Any, recurse: bool = True) -> FrozenEncoder:
         backbone = self.backbone
