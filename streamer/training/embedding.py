@@ -126,9 +126,13 @@ def _read(path: Path, shape: tuple[int, int]) -> npt.NDArray[np.floating] | None
     return arr
 
 
-def _write(path: Path, feats: npt.NDArray[np.float32]) -> None:
+def stored(feats: npt.NDArray[np.float32]) -> npt.NDArray[np.floating]:
+    """What the cache keeps of ``feats``: float16, unless that overflows."""
     small = feats.astype(np.float16)
-    arr = small if bool(np.isfinite(small).all()) else feats  # float16 unless it overflows
+    return small if bool(np.isfinite(small).all()) else feats
+
+
+def _write(path: Path, arr: npt.NDArray[np.floating]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
@@ -145,8 +149,9 @@ def cached_features(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> tuple[dict[str, npt.NDArray[np.floating]], EmbedReport]:
-    """The features of every frozen modality of ``model`` over ``ws``'s items, read from
-    ``cache_dir`` or embedded (and cached) where missing; ``ws.key`` "" caches nothing."""
+    """The features of every frozen modality of ``model`` over ``ws``'s items (as the cache
+    stores them, :func:`stored`), read from ``cache_dir`` or embedded (and cached) where
+    missing; ``ws.key`` "" caches nothing."""
     out: dict[str, npt.NDArray[np.floating]] = {}
     report = EmbedReport()
     for m in frozen_modalities(model):
@@ -158,7 +163,8 @@ def cached_features(
         if arr is not None:
             report.cached[m] = shape[0]
         else:
-            arr = embed_items(model, ws, m, device=device, progress=progress)
+            # what a later run reads back, so a first and a second run train alike
+            arr = stored(embed_items(model, ws, m, device=device, progress=progress))
             report.embedded[m] = shape[0]
             if path is not None:
                 _write(path, arr)
