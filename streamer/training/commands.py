@@ -91,12 +91,16 @@ def _embedded(
             model, ws, split.parent / ".cache", split.name, device=dev, progress=step
         )
     seconds = time.perf_counter() - t0
-    for m, n in report.embedded.items():
+
+    def said(counts: dict[str, int]) -> str:
+        return ", ".join(f"{m} {n} {ITEMS[m]}" for m, n in counts.items())
+
+    if report.embedded:
         console.print(
-            f"embedding {split.name}: {m} {n} {ITEMS[m]} in {seconds:.1f} s (cached next time)"
+            f"embedding {split.name}: {said(report.embedded)} in {seconds:.1f} s (cached next time)"
         )
-    for m, n in report.cached.items():
-        console.print(f"embedding {split.name}: {m} {n} {ITEMS[m]} read from the cache")
+    if report.cached:
+        console.print(f"embedding {split.name}: {said(report.cached)} read from the cache")
     return EmbeddedWindows(ws, feats, model.spec), seconds
 
 
