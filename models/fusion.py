@@ -20,11 +20,12 @@ also what the ONNX and TorchScript exports trace.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from models.encoders.frozen import FrozenEncoder
 from models.encoders.registry import MODALITIES, EncoderChoice, build_encoder, encoder_choices
 from models.readout import cls_readout
 from models.spec import ModelSpec
@@ -34,7 +35,12 @@ _CLS, _VIDEO, _AUDIO, _TEXT = range(4)
 
 @dataclass(frozen=True, slots=True)
 class FullBatch:
-    """Raw inputs of B windows; ``*_mask`` is True where the item is present."""
+    """Raw inputs of B windows; ``*_mask`` is True where the item is present.
+
+    ``features`` holds, for a modality whose encoder is a :class:`FrozenEncoder`, its
+    backbone's features computed beforehand (``[B, T, dim]``, training's embedding cache):
+    the encoder then runs its projection alone on them, and that modality's raw tensor
+    is not read (it may be empty). The live runtime never sets it."""
 
     video: torch.Tensor  # uint8 [B, Tv, H, W, 3]
     video_mask: torch.Tensor  # bool [B, Tv]
@@ -44,9 +50,11 @@ class FullBatch:
     text_lengths: torch.Tensor  # int64 [B, Tt]
     text_mask: torch.Tensor  # bool [B, Tt]
     text_pos_s: torch.Tensor  # float32 [B, Tt], seconds from the window start
+    features: Mapping[str, torch.Tensor] = field(default_factory=dict)  # modality -> [B, T, dim]
 
     def to(self, device: torch.device | str) -> FullBatch:
-        return FullBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        raw = {f: getattr(self, f).to(device) for f in self.__dataclass_fields__ if f != "features"}
+        return FullBatch(**raw, features={m: x.to(device) for m, x in self.features.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,18 +240,32 @@ class FusionModel(nn.Module):
         logits: torch.Tensor = self.head(self.norm(cls))  # [B, C]
         return logits
 
+    def _projection(self, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        encoder = self.encoder(modality)
+        if not isinstance(encoder, FrozenEncoder):
+            raise ValueError(f"precomputed {modality} features need a frozen encoder")
+        return encoder.project
+
     def encode_batch(self, batch: FullBatch) -> Encoded:
-        """Every present item of B windows through its encoder (absent items: zeros)."""
+        """Every present item of B windows through its encoder (absent items: zeros); a
+        modality in ``batch.features`` through its encoder's projection alone."""
         d = self.spec.d_model
         text_mask = recent_text_mask(batch.text_mask, batch.text_pos_s, self.spec.max_text_events)
+        raw: dict[str, tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]] = {
+            "video": (self.encode_video, (batch.video,)),
+            "audio": (self.encode_audio, (batch.audio,)),
+            "text": (self.encode_text, (batch.text_ids, batch.text_lengths)),
+        }
+        for modality, feats in batch.features.items():
+            raw[modality] = (self._projection(modality), (feats,))
+        masks = {"video": batch.video_mask, "audio": batch.audio_mask, "text": text_mask}
+        emb = {m: _encode_present(f, masks[m], d, *xs) for m, (f, xs) in raw.items()}
         return Encoded(
-            video=_encode_present(self.encode_video, batch.video_mask, d, batch.video),
+            video=emb["video"],
             video_mask=batch.video_mask,
-            audio=_encode_present(self.encode_audio, batch.audio_mask, d, batch.audio),
+            audio=emb["audio"],
             audio_mask=batch.audio_mask,
-            text=_encode_present(
-                self.encode_text, text_mask, d, batch.text_ids, batch.text_lengths
-            ),
+            text=emb["text"],
             text_mask=text_mask,
             text_pos_s=batch.text_pos_s,
         )

@@ -1,7 +1,9 @@
 """Training and evaluation loops for :class:`FusionModel`, on plain labelled windows.
 
 Shapes: B windows per batch, C classes. Inputs are :class:`models.windows.WindowInputs`
-(keys unused) with an int label each; nothing here knows streams or files.
+(keys unused) with an int label each, or :class:`models.windows.Batches` that make their
+own batches (training's embedding cache: a frozen backbone's features computed once);
+nothing here knows streams or files.
 
 Modality dropout (see :func:`drop_modalities`): during training modalities are hidden
 at random (never all of them), so the model learns to predict from any subset, which is
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from models.fusion import Encoded, FullBatch, FusionModel
-from models.windows import WindowInputs, collate
+from models.windows import Batches, WindowInputs, as_batches
 
 MODALITIES = ("video", "audio", "text")
 # When a window keeps one modality only, which one: video, the slowest encoder to learn,
@@ -134,7 +136,7 @@ def _hide(enc: Encoded, kept: FullBatch) -> Encoded:
 
 def fit(
     model: FusionModel,
-    windows: Sequence[WindowInputs],
+    windows: Sequence[WindowInputs] | Batches,
     labels: Sequence[int],
     cfg: TrainConfig,
     *,
@@ -145,19 +147,19 @@ def fit(
 ) -> list[EpochReport]:
     """Train in place. ``on_step(epoch, step, loss, acc)`` after every batch. The encoders
     of ``freeze`` (modality names) keep their weights; they are unfrozen again on return."""
-    if len(windows) != len(labels) or not windows:
+    if len(windows) != len(labels) or len(windows) == 0:
         raise ValueError("need as many labels as windows, and at least one")
     before = model.frozen
     model.set_frozen(freeze)
     try:
-        return _fit(model, windows, labels, cfg, device, on_step, on_epoch)
+        return _fit(model, as_batches(windows, model.spec), labels, cfg, device, on_step, on_epoch)
     finally:
         model.set_frozen(before)
 
 
 def _fit(
     model: FusionModel,
-    windows: Sequence[WindowInputs],
+    windows: Batches,
     labels: Sequence[int],
     cfg: TrainConfig,
     device: torch.device | str,
@@ -177,7 +179,6 @@ def _fit(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    spec = model.spec
     reports: list[EpochReport] = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -186,7 +187,7 @@ def _fit(
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            full = collate([windows[i] for i in idx], spec)
+            full = windows.batch(idx.tolist())
             kept = drop_modalities(full, cfg.modality_dropout, gen).to(device)
             y = y_all[idx].to(device)
             if cfg.aux_weight > 0:
@@ -222,7 +223,7 @@ def _fit(
 @torch.inference_mode()
 def predict(
     model: FusionModel,
-    windows: Sequence[WindowInputs],
+    windows: Sequence[WindowInputs] | Batches,
     keep: Sequence[str] = MODALITIES,
     *,
     device: torch.device | str = "cpu",
@@ -230,16 +231,18 @@ def predict(
 ) -> np.ndarray:
     """Predicted class per window using only the modalities in ``keep``."""
     model.to(device).eval()
+    source = as_batches(windows, model.spec)
     out: list[np.ndarray] = []
-    for i in range(0, len(windows), batch_size):
-        batch = only(collate(windows[i : i + batch_size], model.spec), keep).to(device)
+    for i in range(0, len(source), batch_size):
+        idx = list(range(i, min(i + batch_size, len(source))))
+        batch = only(source.batch(idx), keep).to(device)
         out.append(model(batch).argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def evaluate(
     model: FusionModel,
-    windows: Sequence[WindowInputs],
+    windows: Sequence[WindowInputs] | Batches,
     labels: Sequence[int],
     *,
     device: torch.device | str = "cpu",

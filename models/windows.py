@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -75,3 +76,31 @@ def collate(windows: Sequence[WindowInputs], spec: ModelSpec) -> FullBatch:
         text_mask=text_mask,
         text_pos_s=text_pos,
     )
+
+
+@runtime_checkable
+class Batches(Protocol):
+    """Windows that make their own batches: ``len()`` windows, ``batch(idx)`` the
+    :class:`FullBatch` of those (training's embedding cache supplies features this way)."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, idx: Sequence[int]) -> FullBatch: ...
+
+
+class Collated:
+    """:class:`Batches` of plain :class:`WindowInputs`, through :func:`collate`."""
+
+    def __init__(self, windows: Sequence[WindowInputs], spec: ModelSpec) -> None:
+        self.windows = windows
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batch(self, idx: Sequence[int]) -> FullBatch:
+        return collate([self.windows[i] for i in idx], self.spec)
+
+
+def as_batches(windows: Sequence[WindowInputs] | Batches, spec: ModelSpec) -> Batches:
+    return windows if isinstance(windows, Batches) else Collated(windows, spec)

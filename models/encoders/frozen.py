@@ -129,8 +129,10 @@ class FrozenEncoder(nn.Module):
             out = self.backbone(*inputs)
         return out.float()
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.proj(self.features(*inputs))
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``[N, dim]`` (any float dtype) -> ``[N, d_model]``: the trainable
+        part alone, for features computed once (:mod:`streamer.training.embedding`)."""
+        out: torch.Tensor = self.proj(features.float())
         return out
 
     def encode(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[ItemTags] | None]:
@@ -138,8 +140,10 @@ class FrozenEncoder(nn.Module):
         pass of the backbone."""
         feats = self.features(*inputs)
         tags = None if self._tagger is None else self._tagger(feats)
-        out: torch.Tensor = self.proj(feats)
-        return out, tags
+        return self.project(feats), tags
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(*inputs))
 
     def _apply(self, fn: Any, recurse: bool = True) -> FrozenEncoder:
         backbone = self.backbone

@@ -10,7 +10,8 @@ the clip's PTS, its text events and its labels all land on the same time axis. A
 is labelled when it lies inside one labelled segment; others are not used.
 
 Decoded windows are cached (``DATA/.cache``) keyed by the files, the model's input spec
-and the window settings, so a second run skips decoding.
+and the window settings, so a second run skips decoding; a frozen encoder's features of
+those items are cached beside them (:mod:`streamer.training.embedding`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,7 @@ class WindowSet:
     start_t: npt.NDArray[np.float64]  # [W] window start, seconds on the clip's axis
     labels: npt.NDArray[np.int64]  # [W] class index
     clip: npt.NDArray[np.int32]  # [W] which clip
+    key: str = ""  # what the window cache keys it by (files, spec, window); "" if not cached
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -187,13 +189,13 @@ def load_split(
     key = _cache_key(split_dir, spec, window) + (f"-first{limit}" if limit else "")
     cached = cache_dir / f"{split_dir.name}-{key}.npz"
     if cached.is_file():
-        return _load_npz(cached)
+        return replace(_load_npz(cached), key=key)
     ws = _build(split_dir, spec, window, limit, progress)
     cache_dir.mkdir(exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")
     _save_npz(ws, tmp)
     tmp.replace(cached)
-    return ws
+    return replace(ws, key=key)
 
 
 def _build(
