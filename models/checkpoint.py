@@ -38,6 +38,7 @@ from models.encoders.registry import (
     encoder_names,
 )
 from models.fusion import FusionModel
+from models.late_fusion import LateFusionModel
 from models.spec import ModelSpec
 
 FORMAT = "streamer.checkpoint/1"
@@ -45,8 +46,12 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 _RESERVED = ("format", "name", "spec", "trained", "metrics", "version", "architecture")
 FUSION_CLASS = "models.fusion.FusionModel"
+LATE_FUSION_CLASS = "models.late_fusion.LateFusionModel"
 # architecture.class -> the class it names; every one is built as cls(spec, encoders=...)
-ARCHITECTURES: dict[str, type[FusionModel]] = {FUSION_CLASS: FusionModel}
+ARCHITECTURES: dict[str, type[FusionModel]] = {
+    FUSION_CLASS: FusionModel,
+    LATE_FUSION_CLASS: LateFusionModel,
+}
 
 
 class CheckpointFormatError(ValueError):

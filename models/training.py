@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.experts import ModalityHeads
 from models.fusion import Encoded, FullBatch, FusionModel
 from models.windows import Batches, WindowInputs, as_batches
 
@@ -95,35 +96,6 @@ def drop_modalities(batch: FullBatch, p: float, gen: torch.Generator) -> FullBat
     )
 
 
-class AuxHeads(nn.Module):
-    """One linear classifier per modality on the masked mean of its item embeddings.
-
-    Training only (not saved): each encoder gets a gradient of its own on every window
-    where its modality is present, even when modality dropout hides it from fusion, so a
-    slow learner (the video CNN) is not starved by the modalities that learn fast.
-    """
-
-    def __init__(self, d_model: int, classes: int) -> None:
-        super().__init__()
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, classes)) for _ in MODALITIES
-        )
-
-    def forward(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per modality: logits ``[B, C]`` and which windows have it (bool ``[B]``)."""
-        out = []
-        items = (
-            (enc.video, enc.video_mask),
-            (enc.audio, enc.audio_mask),
-            (enc.text, enc.text_mask),
-        )
-        for head, (emb, mask) in zip(self.heads, items, strict=True):
-            m = mask.unsqueeze(2).to(emb.dtype)  # [B, T, 1]
-            pooled = (emb * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # [B, D]
-            out.append((head(pooled), mask.any(dim=1)))
-        return out
-
-
 def _hide(enc: Encoded, kept: FullBatch) -> Encoded:
     """``enc`` with the masks of ``kept`` (modality dropout applied after encoding)."""
     return replace(
@@ -171,8 +143,12 @@ def _fit(
     rng = np.random.default_rng(cfg.seed)
     y_all = torch.tensor(labels, dtype=torch.int64)
     model.to(device)
-    aux = AuxHeads(model.spec.d_model, len(model.spec.labels)).to(device).train()
-    params = [p for p in (*model.parameters(), *aux.parameters()) if p.requires_grad]
+    classes = len(model.spec.labels)
+    # a model's own per-modality heads (LateFusionModel's votes) are also its auxiliary ones
+    own = getattr(model, "experts", None)
+    aux = own if isinstance(own, ModalityHeads) else ModalityHeads(model.spec.d_model, classes)
+    aux.to(device).train()
+    params = [p for p in dict.fromkeys((*model.parameters(), *aux.parameters())) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(

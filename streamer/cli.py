@@ -112,9 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     command += ["--freeze", ",".join(args.freeze)] if args.freeze else []
     encoders = dict(args.encoders)
     command += ["--encoders", ",".join(f"{m}={n}" for m, n in encoders.items())] if encoders else []
+    command += ["--fusion", args.fusion] if args.fusion != "auto" else []
     return train_command(
         args.data, args.out, epochs=args.epochs, quick=args.quick, device=args.device,
         seed=args.seed, command=shlex.join(command), freeze=args.freeze, encoders=encoders,
+        fusion=args.fusion,
     )  # fmt: skip
 
 
@@ -325,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=(),
         metavar="MODALITY=NAME,...",
         help="encoder names, e.g. video=onnx:/abs/model.onnx (the rest: builtin)",
+    )
+    t.add_argument(
+        "--fusion",
+        default="auto",
+        choices=["auto", "attention", "late"],
+        help="attention across modalities, or late: attention plus one vote per modality "
+        "(default auto: late when an encoder is pretrained, attention otherwise)",
     )
     t.set_defaults(func=cmd_train)
 

@@ -22,7 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from models.checkpoint import CheckpointFormatError, build_model, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    FUSION_CLASS,
+    LATE_FUSION_CLASS,
+    CheckpointFormatError,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.fusion import FusionModel
 from models.spec import ModelSpec
 from models.training import COMBOS, EpochReport, TrainConfig, combo_name, evaluate, fit
@@ -34,6 +41,19 @@ from streamer.training.embedding import ITEMS, EmbeddedWindows, cached_features
 
 QUICK = TrainConfig(epochs=5, batch_size=16)
 QUICK_CLIPS = 40
+FUSIONS = {"attention": FUSION_CLASS, "late": LATE_FUSION_CLASS}
+
+
+def fusion_for(fusion: str, encoders: Mapping[str, str] | None) -> str:
+    """``--fusion`` -> attention or late. ``auto``: late (attention plus one vote per
+    modality, :mod:`models.late_fusion`) when an encoder is pretrained or ``onnx:``, where
+    it fuses few-shot data better; attention for builtin encoders trained from scratch."""
+    if fusion == "auto":
+        pretrained = any(name != "builtin" for name in (encoders or {}).values())
+        return "late" if pretrained else "attention"
+    if fusion not in FUSIONS:
+        raise ConfigError("--fusion", f"unknown {fusion!r}; known: auto, {', '.join(FUSIONS)}")
+    return fusion
 
 
 def spec_for(train_dir: Path) -> ModelSpec:
@@ -116,12 +136,13 @@ def train_command(
     freeze: Sequence[str] = (),
     spec: ModelSpec | None = None,
     encoders: Mapping[str, str] | None = None,
+    fusion: str = "auto",
 ) -> int:
     """Train on DATA/train, evaluate on DATA/test, write the checkpoint; ``command`` is
     recorded in its config.json so the checkpoint says how it was made. The model is
     ``spec`` (default: ``ModelSpec()``, with the data's labels where they are not digits)
     with the named ``encoders`` (default: builtin); the encoders of ``freeze`` keep their
-    initial weights."""
+    initial weights; ``fusion``: see :func:`fusion_for`."""
     root = Path(data)
     console = Console(stderr=True)
     spec = spec or spec_for(root / "train")
@@ -132,10 +153,12 @@ def train_command(
     cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, **({"epochs": epochs} if epochs else {})})
     t_start = time.perf_counter()
     torch.manual_seed(seed)
+    fusion = fusion_for(fusion, encoders)
     try:  # before the data: a bad encoder name or file is said at once
-        model = build_model(spec, encoders)
+        model = build_model(spec, encoders, FUSIONS[fusion])
     except ValueError as e:  # an unknown name, an unusable onnx: file or a missing package
         raise ConfigError("--encoders", str(e)) from None
+    console.print(f"fusion: {fusion}")
     train = _load(root / "train", spec, window, limit, console)
     test = _load(root / "test", spec, window, limit, console)
     load_s = time.perf_counter() - t_start
