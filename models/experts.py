@@ -19,11 +19,12 @@ class ModalityHeads(nn.Module):
     """``forward(Encoded)`` -> per modality (video, audio, text): logits ``[B, C]`` and
     which windows have it (bool ``[B]``)."""
 
-    def __init__(self, d_model: int, classes: int) -> None:
+    def __init__(self, d_model: int, classes: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, classes)) for _ in range(3)
         )
+        self.drop = nn.Dropout(dropout)  # of the pooled embedding, in training
 
     def forward(self, enc: Encoded) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
@@ -35,5 +36,5 @@ class ModalityHeads(nn.Module):
         for head, (emb, mask) in zip(self.heads, items, strict=True):
             m = mask.unsqueeze(2).to(emb.dtype)  # [B, T, 1]
             pooled = (emb * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # [B, D]
-            out.append((head(pooled), mask.any(dim=1)))
+            out.append((head(self.drop(pooled)), mask.any(dim=1)))
         return out
