@@ -276,8 +276,10 @@ def _export_onnx(name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], pa
 
 def export_graph(model: FusionModel, graph_name: str, path: str | Path) -> Path:
     """One of the four graphs of ``model`` (CPU, eval mode) to an ONNX file at ``path``,
-    traced with :func:`example_inputs`; ``ExportError`` when an encoder runs outside torch."""
-    _check_exportable(model)
+    traced with :func:`example_inputs`; ``ExportError`` when its encoder runs outside torch."""
+    _check_exportable(
+        model, tuple(m for m in ("video", "audio", "text") if graph_name == f"{m}_encoder")
+    )
     with quiet_tracing():
         _export_onnx(graph_name, graphs(model)[graph_name],
                      example_inputs(model.spec)[graph_name], Path(path))  # fmt: skip
@@ -297,9 +299,11 @@ def _check_format(fmt: str) -> Format:
     return fmt
 
 
-def _check_exportable(model: FusionModel) -> None:
+def _check_exportable(
+    model: FusionModel, modalities: tuple[str, ...] = ("video", "audio", "text")
+) -> None:
     """An encoder whose backbone runs outside torch (an ``onnx:`` file) cannot be traced."""
-    for modality in ("video", "audio", "text"):
+    for modality in modalities:
         enc = model.encoder(modality)
         if isinstance(enc, FrozenEncoder) and not isinstance(enc.backbone, nn.Module):
             raise ExportError(
