@@ -45,6 +45,12 @@ from torch.jit._trace import TracerWarning
 
 from models.checkpoint import default_checkpoint_dir, load_checkpoint
 from models.encoders.frozen import FrozenEncoder
+from models.export_backbones import (
+    ProjectionGraph,
+    backbone_records,
+    hosted,
+    projection_io,
+)
 from models.fusion import Encoded, FusionModel
 from models.spec import ModelSpec
 
@@ -257,7 +263,16 @@ def _write_atomic(path: Path, write: Any) -> None:
         raise
 
 
-def _export_onnx(name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:
+def _export_onnx(
+    name: str,
+    graph: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    io: dict[str, Any] | None = None,
+) -> None:
+    """``io``: the input and output names and dynamic axes, when not the graph's own
+    (a projection graph, :mod:`models.export_backbones`)."""
+
     def write(tmp: str) -> None:
         torch.onnx.export(
             graph,
@@ -265,9 +280,9 @@ def _export_onnx(name: str, graph: nn.Module, args: tuple[torch.Tensor, ...], pa
             tmp,
             dynamo=False,
             opset_version=OPSET,
-            input_names=list(_INPUTS[name]),
-            output_names=list(_OUTPUTS[name]),
-            dynamic_axes=_DYNAMIC[name],
+            input_names=list(io["inputs"] if io else _INPUTS[name]),
+            output_names=list(io["outputs"] if io else _OUTPUTS[name]),
+            dynamic_axes=io["dynamic"] if io else _DYNAMIC[name],
             do_constant_folding=True,
         )
 
@@ -302,13 +317,14 @@ def _check_format(fmt: str) -> Format:
 def _check_exportable(
     model: FusionModel, modalities: tuple[str, ...] = ("video", "audio", "text")
 ) -> None:
-    """An encoder whose backbone runs outside torch (an ``onnx:`` file) cannot be traced."""
+    """An encoder whose backbone runs outside torch (silero-vad, wordllama, an ``onnx:``
+    file) cannot be traced: TorchScript and a single encoder graph refuse it."""
     for modality in modalities:
         enc = model.encoder(modality)
         if isinstance(enc, FrozenEncoder) and not isinstance(enc.backbone, nn.Module):
             raise ExportError(
-                f"the {modality} encoder {enc.provenance.name!r} runs outside torch: export "
-                "and model.runtime: onnx do not take it (run it with model.runtime: torch)"
+                f"the {modality} encoder {enc.provenance.name!r} runs outside torch: it is "
+                "not traced into a graph (--format onnx exports its projection alone)"
             )
 
 
@@ -323,10 +339,13 @@ def export_model(
     """Write the four graphs of ``model`` and ``export.json`` to ``out_dir``; their paths.
 
     The model is exported from CPU in eval mode (it is not moved or changed: a CPU copy is
-    traced when it lives elsewhere). ``ExportError`` on a bad format or directory.
+    traced when it lives elsewhere). ``ExportError`` on a bad format or directory. An
+    encoder whose backbone runs outside torch goes into an ONNX export as its projection
+    alone (:mod:`models.export_backbones`); TorchScript refuses it.
     """
-    _check_exportable(model)
     kind = _check_format(fmt)
+    if kind != "onnx":
+        _check_exportable(model)
     if kind == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ExportError("exporting to onnx needs the onnx package (pip install onnx)")
     out = Path(out_dir)
@@ -340,6 +359,9 @@ def export_model(
     model = model.eval()
     spec = model.spec
     inputs = example_inputs(spec)
+    # ONNX: the backbones left to the runtime (TorchScript refused those outside torch)
+    host = hosted(model) if kind == "onnx" else {}
+    io = {f"{m}_encoder": projection_io(enc) for m, enc in host.items()}
     (manifest_path := out / MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
     files: dict[str, str] = {}
     written: list[Path] = []
@@ -347,7 +369,12 @@ def export_model(
         with quiet_tracing():
             for graph_name, graph in graphs(model).items():
                 path = out / f"{graph_name}{_SUFFIX[kind]}"
-                if kind == "onnx":
+                if graph_name in io:
+                    modality = graph_name.removesuffix("_encoder")
+                    projection = ProjectionGraph(host[modality]).eval()
+                    _export_onnx(graph_name, projection, io[graph_name]["example"], path,
+                                 io[graph_name])  # fmt: skip
+                elif kind == "onnx":
                     _export_onnx(graph_name, graph, inputs[graph_name], path)
                 else:
                     _export_torchscript(graph_name, graph, inputs[graph_name], path)
@@ -363,10 +390,12 @@ def export_model(
         "checkpoint": {"name": name or spec.name, "version": version},
         "spec": spec.to_dict(),
         "files": files,
-        "inputs": {g: list(v) for g, v in _INPUTS.items()},
+        "inputs": {g: list(io[g]["inputs"] if g in io else v) for g, v in _INPUTS.items()},
         "outputs": {g: list(v) for g, v in _OUTPUTS.items()},
-        "dynamic_axes": _DYNAMIC,
+        "dynamic_axes": {g: io[g]["dynamic"] if g in io else v for g, v in _DYNAMIC.items()},
     }
+    if host:
+        manifest["backbones"] = backbone_records(model)
     text = json.dumps(manifest, indent=2) + "\n"
     _write_atomic(manifest_path, lambda tmp: Path(tmp).write_text(text))
     return [*written, manifest_path]

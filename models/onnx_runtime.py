@@ -19,10 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from models.encoders.frozen import FrozenEncoder
 from models.export import GRAPHS, ExportError, fuse_graph_inputs, read_manifest
+from models.export_backbones import BackboneError, rebuild_backbones
 from models.fusion import Encoded
 from models.incremental import CachedFusion
 from models.spec import ModelSpec
+from models.tags import ItemTags
 
 __all__ = ["OnnxFusion", "onnxruntime_available"]
 
@@ -41,8 +44,9 @@ class OnnxFusion(CachedFusion):
 
     ``intra_op_threads``: threads each graph may use (``None``: onnxruntime's default, one
     per physical core). Graphs run one at a time (the runtime calls from one thread).
-    ``ExportError`` when the directory is not a complete ONNX export; ``ImportError`` when
-    onnxruntime is not installed.
+    ``ExportError`` when the directory is not a complete ONNX export, or one of the
+    backbones it records outside the graphs (:mod:`models.export_backbones`) cannot be
+    rebuilt as recorded; ``ImportError`` when onnxruntime is not installed.
     """
 
     def __init__(
@@ -68,6 +72,10 @@ class OnnxFusion(CachedFusion):
             max_sessions=max_sessions,
         )
         self.directory = Path(directory)
+        try:  # run here, their features fed to the export's projection graphs
+            self._backbones = rebuild_backbones(dict(manifest.get("backbones") or {}), spec)
+        except BackboneError as e:
+            raise ExportError(f"{directory}: {e}") from None
         self.name = str(manifest["checkpoint"]["name"])
         self.version = str(manifest["checkpoint"]["version"])
         options = ort.SessionOptions()
@@ -104,6 +112,21 @@ class OnnxFusion(CachedFusion):
 
     def _encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self._embedding("text_encoder", ids=ids.numpy(), lengths=lengths.numpy())
+
+    @property
+    def tagging(self) -> bool:
+        return any(b.tagger is not None for b in self._backbones.values())
+
+    def _embed(
+        self, modality: str, inputs: tuple[Any, ...]
+    ) -> tuple[torch.Tensor, list[ItemTags] | None]:
+        backbone: FrozenEncoder | None = self._backbones.get(modality)
+        if backbone is None:
+            return super()._embed(modality, inputs)
+        args = inputs if modality == "text" else (torch.from_numpy(inputs[0]),)
+        feats = backbone.features(*args)  # float32 [N, dim]
+        tags = None if backbone.tagger is None else backbone.tagger(feats)
+        return self._embedding(f"{modality}_encoder", features=feats.numpy()), tags
 
     def _fuse(self, enc: Encoded) -> torch.Tensor:
         feed = {k: v.contiguous().numpy() for k, v in fuse_graph_inputs(enc).items()}

@@ -294,15 +294,15 @@ def test_quick_training_on_top_of_an_onnx_encoder(
     assert model.encode_video(frames_batch(2)).shape == (2, SPEC.d_model)
 
 
-def test_exporting_refuses_rather_than_bake_the_graph_in(
+def test_torchscript_refuses_rather_than_bake_the_graph_in(
     video: tuple[Path, nn.Module], tmp_path: Path
 ) -> None:
     from models.export import ExportError, export_model
 
     path, _ = video
     model = FusionModel(SPEC, encoders={"video": f"onnx:{path}"})
-    # traced, onnxruntime's output would become a constant of the exported graph: refused
-    # up front, in one line (streamer export and model.runtime: onnx say it and exit 2)
+    # traced, onnxruntime's output would become a constant of the exported graph: TorchScript
+    # refuses it up front, in one line (ONNX exports the projection: test_export_backbones)
     with pytest.raises(ExportError, match="runs outside torch") as e:
-        export_model(model, "onnx", tmp_path / "export")
+        export_model(model, "torchscript", tmp_path / "export")
     assert "\n" not in str(e.value)

@@ -21,7 +21,6 @@ from test_pretrained_encoders import require_modules
 from models.presets import PRESETS, preset_name
 from models.tags import Tag
 from streamer.config import MODEL_PRESETS, ModelConfig, WindowConfig
-from streamer.errors import ConfigError
 from streamer.predictions import tag_readout
 
 IMAGENET_CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -44,12 +43,28 @@ def test_the_tag_readout_is_the_top_tag_with_none_beside_it() -> None:
     assert tag_readout(()) == ("none", 1.0, (("none", 1.0), ("other", 0.0)))
 
 
-def test_perception_runs_on_torch_only() -> None:
+def test_perception_runs_on_onnx_with_the_same_tags(tmp_path: Path) -> None:
+    """``model.runtime: onnx``: the export holds the projections, the runtime runs the
+    backbones beside them (models/export_backbones.py), and the cat is still a cat."""
+    from skimage import data
+
+    from models.incremental import IncrementalFusion
+    from models.onnx_runtime import OnnxFusion
+    from models.windows import WindowInputs
     from streamer.inference.model import load_model
 
-    cfg = ModelConfig(checkpoint=Path("perception"), runtime="onnx")
-    with pytest.raises(ConfigError, match="model.runtime: the perception preset tags in torch"):
-        load_model(cfg, WindowConfig())
+    require_modules("efficientnet_lite_pytorch", "silero_vad", "onnxruntime", "onnx")
+    cfg = ModelConfig(checkpoint=Path("perception"), runtime="onnx", onnx_dir=tmp_path / "x")
+    loaded = load_model(cfg, WindowConfig())
+    onnx, torch_rt = loaded.make_fusion(), IncrementalFusion(loaded.model)
+    assert isinstance(onnx, OnnxFusion) and onnx.tagging
+    size = loaded.spec.image_size
+    cat = np.asarray(av.VideoFrame.from_ndarray(data.chelsea(), format="rgb24")
+                     .reformat(size, size).to_ndarray(format="rgb24"))  # fmt: skip
+    window = WindowInputs("s", [((i,), cat) for i in range(8)], [None] * 8, [])
+    (_, got), (_, want) = onnx.infer([window]), torch_rt.infer([window])
+    assert got == want and got is not None
+    assert "Egyptian cat" in {t.tag for t in got[0]}
 
 
 def cat_clip(path: Path, seconds: float = 3.0, fps: int = 10) -> Path:

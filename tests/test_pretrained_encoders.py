@@ -244,13 +244,13 @@ def test_streamer_encoders_lists_every_encoder(capsys: pytest.CaptureFixture[str
         assert (info.package in out) if installed else ("not installed" in out)
 
 
-def test_wordllama_refuses_an_export_rather_than_freeze_a_constant(tmp_path: Path) -> None:
+def test_wordllama_refuses_torchscript_rather_than_freeze_a_constant(tmp_path: Path) -> None:
     require_packages("wordllama")
     from models.export import ExportError, export_model
 
     model = FusionModel(SPEC, encoders={"text": choice("wordllama")}).eval()
     with pytest.raises(ExportError, match="wordllama.* runs outside torch"):
-        export_model(model, "onnx", tmp_path / "onnx")
+        export_model(model, "torchscript", tmp_path / "ts")
 
 
 def test_streamer_encoders_lists_a_missing_package_with_the_install_line(

@@ -142,12 +142,12 @@ def test_the_runtime_tags_a_window_with_speech_and_not_a_silent_one(
     assert again == [tags[0]] and inc.encoded["audio"] == 16
 
 
-def test_export_refuses_it_in_one_line(tmp_path: Path) -> None:
+def test_a_torchscript_export_refuses_it_in_one_line(tmp_path: Path) -> None:
     from models.export import ExportError, export_model
 
     model = FusionModel(SPEC, encoders={"audio": NAME}).eval()
     with pytest.raises(ExportError, match="silero-vad.* runs outside torch") as e:
-        export_model(model, "onnx", tmp_path / "onnx")
+        export_model(model, "torchscript", tmp_path / "ts")
     assert "\n" not in str(e.value)
 
 

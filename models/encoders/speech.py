@@ -14,8 +14,8 @@ probability. The speech score is the mean speech probability of the chunks after
 that is voice. The tagger gives ``("speech", score)`` per segment; silence and noise stay
 near 0.05, below the tags' 0.1 floor (:data:`models.tags.MIN_SCORE`).
 
-The backbone runs outside torch: export and ``model.runtime: onnx`` refuse it up front
-(:func:`models.export._check_exportable`); keep ``model.runtime: torch`` for it.
+The backbone runs outside torch: an ONNX export holds its projection alone and the ONNX
+runtime runs the VAD beside it (:mod:`models.export_backbones`); TorchScript refuses it.
 """
 
 from __future__ import annotations

@@ -117,10 +117,6 @@ def _load(cfg: ModelConfig, device: torch.device) -> tuple[FusionModel, Checkpoi
     """The checkpoint ``model.checkpoint`` names: a directory, or a preset by name."""
     preset = preset_name(cfg.checkpoint)
     if preset == PERCEPTION:
-        if cfg.runtime == "onnx":
-            raise ConfigError(
-                "model.runtime", "the perception preset tags in torch: use model.runtime: torch"
-            )
         try:
             model, info = perception_model()
         except ValueError as e:  # a missing package or another version of it
