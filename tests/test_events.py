@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -14,8 +15,12 @@ from streamer.config import parse_config
 from streamer.errors import ConfigError
 from streamer.events.event import EventMessage
 from streamer.events.settings import EventsConfig
+from streamer.events.setup import node_events
 from streamer.events.tracker import EventTracker
 from streamer.predictions import ModelId, Prediction
+from streamer.sinks.announce import scan_filters, stale_topics
+from streamer.sinks.discovery import ha_event_config
+from streamer.sinks.topics import Topics, label_slug
 
 MODEL = ModelId("m", "v1", ("none", "cat", "dog"))
 T0 = 1_700_000_000.0
@@ -183,3 +188,49 @@ def test_bad_events_config_names_the_field() -> None:
     ok = parse_config({"streams": [{"id": "c", "video": "synthetic:"}], "events": {}})
     assert ok.events is not None and ok.events.labels == "all"
     assert parse_config({"streams": [{"id": "c", "video": "synthetic:"}]}).events is None
+
+
+def test_a_listed_label_the_model_cannot_give_is_a_config_error() -> None:
+    cfg = parse_config({"streams": [{"id": "c", "video": "synthetic:"}],
+                        "events": {"labels": ["cat", "horse"]}})  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        node_events(cfg, MODEL, "r")
+    assert str(e.value).startswith("events.labels[1]: 'horse' is not a label of m")
+    tags = ModelId("p", "v", ("none",), readout="tags")  # tags: an open vocabulary
+    tracker, announced = node_events(cfg, tags, "r")
+    assert tracker is not None and announced == ["cat", "horse"]
+    everything = parse_config({"streams": [{"id": "c", "video": "synthetic:"}], "events": {}})
+    assert node_events(everything, MODEL, "r")[1] == ["cat", "dog"]  # all but none
+    assert node_events(everything, tags, "r")[1] == []  # nothing to list
+
+
+def test_labels_become_topic_levels_that_never_collide() -> None:
+    assert label_slug("7") == "7" and label_slug("dog-bark_2") == "dog-bark_2"
+    odd = [label_slug(x) for x in ("tabby cat", "tabby_cat", "a/b", "a+b", "#", "")]
+    assert len(set(odd)) == len(odd)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in odd), odd
+    assert odd[0].startswith("tabby_cat-") and label_slug(odd[0]) == odd[0]
+
+
+def test_event_topics_of_removed_streams_and_labels_are_cleared() -> None:
+    topics = Topics("streamer", "n")
+
+    def sensor(stream: str, label: str) -> bytes:
+        return json.dumps(ha_event_config(topics, "n", stream, label)).encode()
+
+    found = {
+        topics.event("cam", "cat"): b"ON",
+        topics.event("gone", "cat"): b"ON",
+        topics.ha_event_discovery("cam", "cat"): sensor("cam", "cat"),
+        topics.ha_event_discovery("cam", "dog"): sensor("cam", "dog"),  # no longer a label
+        topics.ha_event_discovery("gone", "cat"): sensor("gone", "cat"),
+        # another node's, or a payload that is not ours: never touched
+        "homeassistant/binary_sensor/n/x_event_y/config": b'{"state_topic": "other/x"}',
+    }
+    assert stale_topics(topics, ["cam"], found, ["cat"]) == sorted([
+        topics.event("gone", "cat"),
+        topics.ha_event_discovery("cam", "dog"),
+        topics.ha_event_discovery("gone", "cat"),
+    ])  # fmt: skip
+    assert "homeassistant/binary_sensor/n/+/config" in scan_filters(topics)
+    assert "streamer/n/+/event/+" in scan_filters(topics)
