@@ -15,7 +15,7 @@ from streamer.config import parse_config
 from streamer.errors import ConfigError
 from streamer.events.event import EventMessage
 from streamer.events.settings import EventsConfig
-from streamer.events.setup import node_events
+from streamer.events.setup import node_events, supervisor_event_labels
 from streamer.events.tracker import EventTracker
 from streamer.predictions import ModelId, Prediction
 from streamer.sinks.announce import scan_filters, stale_topics
@@ -234,3 +234,14 @@ def test_event_topics_of_removed_streams_and_labels_are_cleared() -> None:
     ])  # fmt: skip
     assert "homeassistant/binary_sensor/n/+/config" in scan_filters(topics)
     assert "streamer/n/+/event/+" in scan_filters(topics)
+
+
+def test_the_supervisor_announces_the_checkpoint_s_labels_without_loading_it() -> None:
+    def config(**extra: Any) -> Any:
+        return parse_config({"streams": [{"id": "c", "video": "synthetic:"}], **extra})
+
+    assert supervisor_event_labels(config()) == []  # no events
+    assert supervisor_event_labels(config(events={})) == [str(d) for d in range(10)]
+    assert supervisor_event_labels(config(events={"labels": ["3"]})) == ["3"]
+    perception = config(events={}, model={"checkpoint": "perception"})
+    assert supervisor_event_labels(perception) == []  # tags: nothing to list

@@ -9,65 +9,30 @@ the truth change (the segment boundary, epoch time) to the ``new`` message's arr
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import jsonschema
 from conftest import Mosquitto
 from e2e_helpers import run_node
-from test_mqtt_discovery import retained_now
+from test_mqtt_discovery import Recorder, recording, retained_now
 
 from streamer.sources.synthetic import avdigits_label
 
-T = 90.0
 SEED = 3
 LABELS = [str(d) for d in range(10)]
 
 
-class Timed:
-    """Every message on the filters with its arrival time (wall clock)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[float, str, bytes, bool]] = []
-        self.changed = asyncio.Event()
-
-    async def until(self, pred: Any) -> None:
-        async with asyncio.timeout(T):
-            while not pred(self):
-                self.changed.clear()
-                await self.changed.wait()
-
-    def events(self, base: str) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, json.loads(p)) for t, tp, p, _ in self.messages if tp == f"{base}/events"]
-
-    def states(self, topic: str) -> list[bytes]:
-        return [p for _, tp, p, _ in self.messages if tp == topic]
-
-
-@asynccontextmanager
-async def timed(port: int, filters: list[str]) -> AsyncIterator[Timed]:
-    rec = Timed()
-    async with aiomqtt.Client("127.0.0.1", port) as c:
-        await c.subscribe([(f, 1) for f in filters])
-
-        async def read() -> None:
-            async for m in c.messages:
-                assert isinstance(m.payload, bytes)
-                rec.messages.append((time.time(), m.topic.value, m.payload, m.retain))
-                rec.changed.set()
-
-        task = asyncio.create_task(read())
-        try:
-            yield rec
-        finally:
-            task.cancel()
+def events(rec: Recorder, base: str) -> list[tuple[float, dict[str, Any]]]:
+    """(arrival, message) of every message on ``base/events``."""
+    return [
+        (at, json.loads(p))
+        for at, (tp, p) in zip(rec.arrived, rec.messages, strict=True)
+        if tp == f"{base}/events"
+    ]
 
 
 def latencies(events: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, float]]:
@@ -85,10 +50,10 @@ def latencies(events: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, f
     return out
 
 
-def ended(base: str) -> Any:
+def ended(base: str) -> Callable[[Recorder], bool]:
     """An event ended, and one opened after its truth changed."""
     return lambda r: (
-        any(e["type"] == "end" for _, e in r.events(base)) and bool(latencies(r.events(base)))
+        any(e["type"] == "end" for _, e in events(r, base)) and bool(latencies(events(r, base)))
     )
 
 
@@ -112,32 +77,30 @@ async def test_a_live_stream_gives_events_on_and_off_and_discovery(
         ],  # fmt: skip
         "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5},
     }
-    async with timed(mosquitto.port, [f"{base}/#", "homeassistant/#"]) as rec:
+    async with recording(mosquitto.port, [f"{base}/#", "homeassistant/#"]) as rec:
         async with run_node(tmp_path, cfg, mosquitto.port) as run:
-            await rec.until(ended(base))
+            await rec.until_true(ended(base))
         assert run.rc == 0, run.log.read_text()
-        await rec.until(lambda r: r.states(f"{base}/available")[-1:] == [b"stopped"])
-    events = rec.events(base)
-    for _, m in events:
+        await rec.until_true(lambda r: r.payloads(f"{base}/available")[-1:] == [b"stopped"])
+    got = events(rec, base)
+    for _, m in got:
         jsonschema.validate(m, schema)
-    end = next(m["event"] for _, m in events if m["type"] == "end")
+    end = next(m["event"] for _, m in got if m["type"] == "end")
     assert end["reason"] == "cooldown" and end["end"] >= end["start"]
-    kinds = [m["type"] for _, m in events if m["event"]["id"] == end["id"]]
+    kinds = [m["type"] for _, m in got if m["event"]["id"] == end["id"]]
     assert kinds[0] == "new" and kinds[-1] == "end" and kinds.count("end") == 1
     label = end["label"]
     # ON when it opened, OFF when it ended: after the OFF every label had at the start
-    states = rec.states(f"{base}/event/{label}")
+    states = rec.payloads(f"{base}/event/{label}")
     assert states[0] == b"OFF" and b"ON" in states and states[-1] == b"OFF"
     # a stop ends what was open ("stopped") and leaves every label OFF
-    for _, m in events:
+    for _, m in got:
         if m["type"] == "end" and m["event"]["reason"] != "cooldown":
             assert m["event"]["reason"] == "stopped"
     left = await retained_now(mosquitto.port, [f"{base}/event/+"])
     assert left == {f"{base}/event/{x}": b"OFF" for x in LABELS}  # retained, each label
     # a binary sensor per label, grouped with the stream's label sensor under one device
-    configs = {
-        tp: json.loads(p) for _, tp, p, _ in rec.messages if tp.startswith("homeassistant/") and p
-    }
+    configs = {tp: json.loads(p) for tp, p in rec.messages if tp.startswith("homeassistant/") and p}
     label_sensor = configs["homeassistant/sensor/ev/cam_label/config"]
     for x in LABELS:
         c = configs[f"homeassistant/binary_sensor/ev/cam_event_{x}/config"]
@@ -147,7 +110,7 @@ async def test_a_live_stream_gives_events_on_and_off_and_discovery(
         assert c["device"] == label_sensor["device"]
         assert c["availability"] == label_sensor["availability"]
         assert c["availability"][0]["topic"] == "streamer/ev/available"
-    lat = latencies(events)
-    print(f"event latency (s): truth change -> new, deciding window end -> new: {lat}")
-    assert lat, events
+    lat = latencies(got)
+    print(f"event latency (s): truth change -> new, the end of its first window -> new: {lat}")
+    assert lat, got
     assert all(0.0 < a < 9.0 for a, _ in lat), lat  # within three segments
