@@ -33,6 +33,10 @@ async def check(path: str, overrides: list[str], *, per_source_s: float) -> int:
     from streamer.inference.model import load_model
 
     loaded = load_model(cfg.model, cfg.window)
+    if cfg.events is not None:  # a listed label the model cannot give: exit 2
+        from streamer.events.setup import check_labels
+
+        check_labels(cfg.events, loaded.id.labels, loaded.id.readout, loaded.id.name)
     print(f"config ok: node {cfg.node}, {len(cfg.streams)} stream(s), broker {cfg.mqtt.url}")
     print(
         f"model ok: {loaded.id.name} {loaded.id.version[:19]} on {loaded.device}"

@@ -25,6 +25,7 @@ from pydantic import (
 
 from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
+from streamer.events.settings import EventsConfig
 from streamer.sinks.settings import SinksConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -419,6 +420,7 @@ class Config(_Model):
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
     http: HttpConfig | None = None
     sinks: SinksConfig = SinksConfig()
+    events: EventsConfig | None = None  # absent: no events
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -550,8 +552,7 @@ def secret_warnings(cfg: Config) -> list[str]:
             continue
         if mode & 0o077:
             out.append(
-                f"{field}: {path} is readable by other users (mode {mode & 0o777:o}); "
-                f"chmod 600 it"
+                f"{field}: {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it"
             )
     return out
 

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -77,6 +78,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.arrived: list[float] = []  # the wall-clock time each message came
         self.changed = asyncio.Event()
 
     def count(self, topic: str) -> int:
@@ -108,6 +110,7 @@ async def recording(port: int, filters: list[str]) -> AsyncIterator[Recorder]:
             async for m in c.messages:
                 assert isinstance(m.payload, bytes)
                 rec.messages.append((m.topic.value, m.payload))
+                rec.arrived.append(time.time())
                 rec.changed.set()
 
         task = asyncio.create_task(read())

@@ -33,6 +33,7 @@ from streamer.app.control import ModelControl, ModelSwitch
 from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
+from streamer.events.setup import node_events
 from streamer.frames import Modality, Window
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
@@ -77,6 +78,8 @@ class Node:
         self.loaded = loaded or load_model(cfg.model, cfg.window)
         self.stats = Stats([s.id for s in cfg.streams])
         self.builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
+        # events (an ``events:`` section): their transitions go to the sinks
+        self.tracker, self.event_labels = node_events(cfg, self.loaded.id, self.run_id)
         self._stop = asyncio.Event()
         self.published = 0
         self._streams_by_id: dict[str, StreamPipeline] = {}
@@ -87,6 +90,8 @@ class Node:
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.web: WebServer | None = None
         self.sinks = Fanout(sinks or ())
+        if self.tracker is not None:
+            self.tracker.subscribe(self.sinks.publish)
         self._own_sinks = sinks is None
         self._open_sources = sources
         self._spool: Spool | None = None
@@ -128,6 +133,8 @@ class Node:
                         await w.flush()
                 await runner.drain()
                 log.debug("shutdown: inference drained")
+                if self.tracker is not None:
+                    self.tracker.close_all("stopped")  # (each stream's ended with it)
                 for w in streams.values():
                     for m in w.modalities:
                         self._status(w.id, m, False)
@@ -142,7 +149,7 @@ class Node:
         topics = Topics(cfg.mqtt.prefix, cfg.node, cfg.mqtt.discovery_prefix)
         return MqttSink(
             cfg.mqtt, topics, client_id=self.client_id, streams=[s.id for s in cfg.streams],
-            spool=self._spool, announce=self.worker is None,
+            spool=self._spool, announce=self.worker is None, event_labels=self.event_labels,
         )  # fmt: skip
 
     def _streams(
@@ -186,6 +193,8 @@ class Node:
             model=r.model, tags=r.tags,
         )  # fmt: skip
         self.sinks.publish(p)
+        if self.tracker is not None:
+            self.tracker.observe(p)  # its transitions follow the prediction to the sinks
         st = self.stats[r.window.stream]
         st.windows_out += 1
         st.latency_ms.append(p.end_to_publish_ms)
@@ -276,11 +285,16 @@ class Node:
         return ended
 
     async def _run_stream(self, w: StreamPipeline) -> None:
-        """``online`` while the stream runs, ``stopped`` once it ended or was cancelled."""
+        """``online`` while the stream runs, ``stopped`` once it ended or was cancelled;
+        its open events end before that (``stream_ended``, or ``stopped``)."""
         self.sinks.publish(StreamState(w.id, "online"))
+        ended = False
         try:
             await w.run()
+            ended = True
         finally:
+            if self.tracker is not None:
+                self.tracker.close_stream(w.id, "stream_ended" if ended else "stopped")
             self.sinks.publish(StreamState(w.id, "stopped"))
 
     async def _stats_loop(self) -> None:
@@ -315,4 +329,5 @@ class Node:
             "streams": self.stats.snapshot(),
             "sinks": self.sinks.counters(),
             **({"model": self.switch.counters()} if self.switch is not None else {}),
+            **({"events": self.tracker.counters()} if self.tracker is not None else {}),
         }

@@ -22,6 +22,7 @@ import sys
 from streamer.backoff import Backoff
 from streamer.config import Config
 from streamer.errors import ConfigError
+from streamer.events.setup import supervisor_event_labels
 from streamer.sinks.announce import announced, streams_offline
 from streamer.sinks.broker import broker_for
 from streamer.sinks.mqtt import MqttPublisher
@@ -63,9 +64,10 @@ class Supervisor:
             topics = Topics(mqtt.prefix, self.cfg.node, mqtt.discovery_prefix)
             cid = f"streamer-{self.cfg.node}-supervisor-{os.getpid()}"
             ids = [s.id for s in self.cfg.streams]
+            labels = supervisor_event_labels(self.cfg)
             async with (
                 MqttPublisher(mqtt, topics, client_id=cid, close_timeout=5.0) as pub,
-                announced(mqtt, topics, pub, ids, client_id=f"{cid}-scan"),
+                announced(mqtt, topics, pub, ids, client_id=f"{cid}-scan", event_labels=labels),
             ):
                 codes = await asyncio.gather(
                     *(self._keep(i, url, pub, topics) for i in range(self.count))

@@ -6,20 +6,24 @@ Run by the process that owns the node's ``available`` (a node on its own, or the
 
     connect a short-lived subscriber (the node's credentials)
       -> subscribe to the node's own retained topics: P/N/+/label, P/N/+/status/+,
-         P/N/+/available, D/sensor/N/+/config and the 0.1.0 discovery D/sensor/+/label/config
+         P/N/+/available, P/N/+/event/+, D/sensor/N/+/config, D/binary_sensor/N/+/config
+         and the 0.1.0 discovery D/sensor/+/label/config
       -> take the retained messages until none came for QUIET_S, SCAN_S after the
          subscription at most, MAX_SCAN at most (MQTT marks no end of the retained ones)
       -> publish an empty retained payload (which deletes it) to each topic of a stream no
          longer in the config, and to the 0.1.0 discovery topics of this node; MAX_CLEAR
          at most, one log line with the count
-      -> publish the discovery config of every configured stream
+      -> publish the discovery config of every configured stream (its label sensor, and
+         a binary sensor per event label)
 
 A discovery config is cleared only when its ``state_topic`` is this node's own
 ``P/N/S/label``: a 0.1.0 topic ``D/sensor/a_b_c/label/config`` can belong to node ``a``
 or ``a_b``, its payload says which. The old topics are cleared before the new config
 goes out, so Home Assistant removes the old entity before it sees the new one. What
 the scan missed (a broker slower than QUIET_S) is cleared at the next start; nothing
-configured is ever cleared. If the broker is not reachable before the node stops, the
+configured is ever cleared (an event label's binary sensor is cleared once the label is
+no longer among the events' labels; its ``P/N/S/event/L`` only with its stream, as this
+run may already have set it). If the broker is not reachable before the node stops, the
 discovery configs are still queued (and the clearing skipped).
 """
 
@@ -29,16 +33,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiomqtt
 
 from streamer.config import ID_RE, MqttConfig
 from streamer.mqttconn import reconnect_forever
-from streamer.sinks.discovery import ha_label_config
+from streamer.sinks.discovery import ha_event_config, ha_label_config
 from streamer.sinks.mqtt import MqttPublisher
-from streamer.sinks.topics import Topics
+from streamer.sinks.topics import Topics, label_slug
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +60,73 @@ MAX_CONFIG = 65_536  # bytes of a discovery payload worth parsing
 def scan_filters(topics: Topics) -> list[str]:
     base = topics.base
     filters = [f"{base}/+/label", f"{base}/+/status/+", f"{base}/+/available"]
+    filters.append(f"{base}/+/event/+")
     if topics.discovery_prefix is not None:
         dp = topics.discovery_prefix
         filters += [f"{dp}/sensor/{topics.node}/+/config", f"{dp}/sensor/+/label/config"]
+        filters.append(f"{dp}/binary_sensor/{topics.node}/+/config")
     return filters
 
 
-def _own_stream(topics: Topics, payload: bytes) -> str | None:
-    """The stream a discovery payload belongs to, if its state topic is this node's."""
+def _state_topic(payload: bytes) -> str | None:
     if len(payload) > MAX_CONFIG:
         return None
     try:
         state = json.loads(payload).get("state_topic")
     except (ValueError, AttributeError, RecursionError):
         return None
+    return state if isinstance(state, str) else None
+
+
+def _own_stream(topics: Topics, payload: bytes) -> str | None:
+    """The stream a discovery payload belongs to, if its state topic is this node's."""
+    state = _state_topic(payload)
     head, tail = f"{topics.base}/", "/label"
-    if not isinstance(state, str) or not state.startswith(head) or not state.endswith(tail):
+    if state is None or not state.startswith(head) or not state.endswith(tail):
         return None
     stream = state[len(head) : -len(tail)]
     return stream if ID_RE.match(stream) else None
 
 
-def stale_topics(topics: Topics, keep: Iterable[str], found: Mapping[str, bytes]) -> list[str]:
+def _own_event(topics: Topics, payload: bytes) -> tuple[str, str] | None:
+    """(stream, label slug) of a binary sensor's payload whose state topic is this node's
+    ``P/N/S/event/L``."""
+    state = _state_topic(payload)
+    head = f"{topics.base}/"
+    if state is None or not state.startswith(head):
+        return None
+    parts = state[len(head) :].split("/")
+    if len(parts) != 3 or parts[1] != "event" or not ID_RE.match(parts[0]):
+        return None
+    return parts[0], parts[2]
+
+
+def stale_topics(
+    topics: Topics,
+    keep: Iterable[str],
+    found: Mapping[str, bytes],
+    event_labels: Sequence[str] = (),
+) -> list[str]:
     """The topics of ``found`` (retained topic -> payload) to clear, in topic order."""
     keep = set(keep)
+    slugs = {label_slug(x) for x in event_labels}
     stale: list[str] = []
     base = f"{topics.base}/"
     dp = f"{topics.discovery_prefix}/sensor/" if topics.discovery_prefix is not None else None
+    bdp = f"{topics.discovery_prefix}/binary_sensor/{topics.node}/"
     for topic in sorted(found):
         if topic.startswith(base):
             parts = topic[len(base) :].split("/")
             own = parts[1:] in (["label"], ["available"]) or (
-                len(parts) == 3 and parts[1] == "status"
+                len(parts) == 3 and parts[1] in ("status", "event")
             )
             if own and ID_RE.match(parts[0]) and parts[0] not in keep:
+                stale.append(topic)
+        elif dp is not None and topic.startswith(bdp):
+            ev = _own_event(topics, found[topic])
+            if ev is None or topic != topics.ha_event_discovery(*ev):
+                continue  # (a slug is its own slug: the topic is rebuilt from it)
+            if ev[0] not in keep or ev[1] not in slugs:
                 stale.append(topic)
         elif dp is not None and topic.startswith(dp):
             stream = _own_stream(topics, found[topic])
@@ -172,19 +209,21 @@ class Announcer:
         streams: Iterable[str],
         *,
         client_id: str,
+        event_labels: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
         self.topics = topics
         self.publisher = publisher
         self.streams = list(streams)
         self.client_id = client_id
+        self.event_labels = list(event_labels)
         self.cleared = 0
         self.done = asyncio.Event()  # the scan and the clearing are over
         self._discovered = False
 
     async def run(self) -> None:
         found = await scan_retained(self.cfg, self.topics, client_id=self.client_id)
-        stale = stale_topics(self.topics, self.streams, found)
+        stale = stale_topics(self.topics, self.streams, found, self.event_labels)
         for topic in stale[:MAX_CLEAR]:
             self.publisher.enqueue(topic, b"", 1, retain=True)
         self.cleared = min(len(stale), MAX_CLEAR)
@@ -206,6 +245,11 @@ class Announcer:
         for s in self.streams:
             config = ha_label_config(self.topics, self.topics.node, s)
             self.publisher.set_retained(self.topics.ha_discovery(s), json.dumps(config))
+            for label in self.event_labels:
+                ev = ha_event_config(self.topics, self.topics.node, s, label)
+                self.publisher.set_retained(
+                    self.topics.ha_event_discovery(s, label), json.dumps(ev)
+                )
 
 
 @contextlib.asynccontextmanager
@@ -216,10 +260,12 @@ async def announced(
     streams: Iterable[str],
     *,
     client_id: str,
+    event_labels: Sequence[str] = (),
 ) -> AsyncIterator[Announcer]:
     """Run an :class:`Announcer` beside the block; on the way out, stop it and make sure
     the discovery configs are queued."""
-    a = Announcer(cfg, topics, publisher, streams, client_id=client_id)
+    a = Announcer(cfg, topics, publisher, streams, client_id=client_id,
+                  event_labels=event_labels)  # fmt: skip
     task = asyncio.create_task(a.run(), name="announce")
     try:
         yield a

@@ -8,9 +8,10 @@ after the exit, that the sink lost what it had promised to keep (the exit code i
 
 The events (all frozen): :class:`~streamer.predictions.Prediction`, :class:`Status`
 (a modality of a stream goes on- or offline), :class:`StreamState` (a stream starts or
-stops) and :class:`StatsReport` (the periodic stats). A sink takes what it has a use
-for and ignores the rest. Writing a sink for Kafka or a webhook is one class: subclass
-:class:`BufferedSink` and write ``write(batch)``.
+stops), :class:`StatsReport` (the periodic stats) and
+:class:`~streamer.events.event.EventMessage` (an event's new, update or end). A sink
+takes what it has a use for and ignores the rest. Writing a sink for Kafka or a webhook
+is one class: subclass :class:`BufferedSink` and write ``write(batch)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
+from streamer.events.event import EventMessage
 from streamer.frames import Modality
 from streamer.predictions import Prediction
 from streamer.queues import DropQueue
@@ -54,7 +56,7 @@ class StatsReport:
     body: Mapping[str, Any]
 
 
-Event = Prediction | Status | StreamState | StatsReport
+Event = Prediction | Status | StreamState | StatsReport | EventMessage
 
 
 class SinkWriteError(Exception):

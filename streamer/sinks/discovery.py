@@ -1,4 +1,5 @@
-"""Home Assistant MQTT discovery: one ``sensor`` per stream (the label), grouped in one
+"""Home Assistant MQTT discovery: one ``sensor`` per stream (the label), and one
+``binary_sensor`` per stream and event label (ON while its event is open), grouped in one
 device per node.
 
 Published retained to ``D/sensor/N/S_label/config`` (:meth:`Topics.ha_discovery`) by the
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamer import __version__
-from streamer.sinks.topics import Topics
+from streamer.sinks.topics import Topics, label_slug
 
 ONLINE_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"
 
@@ -35,18 +36,14 @@ def _availability(topic: str) -> dict[str, str]:
     }
 
 
-def ha_label_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
+def _available_and_device(topics: Topics, node: str, stream: str) -> dict[str, Any]:
+    """What every entity of a stream shares: its availability and the node's device."""
     return {
-        "name": f"{stream} label",
-        "unique_id": ha_unique_id(node, stream),
-        "state_topic": topics.label(stream),
-        "json_attributes_topic": topics.prediction(stream),
         "availability": [
             _availability(topics.available),
             _availability(topics.stream_available(stream)),
         ],
         "availability_mode": "all",
-        "icon": "mdi:label-outline",
         "device": {
             "identifiers": [f"streamer_{node}"],
             "name": f"streamer {node}",
@@ -54,4 +51,28 @@ def ha_label_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
             "sw_version": __version__,
         },
         "origin": {"name": "streamer", "sw_version": __version__},
+    }
+
+
+def ha_label_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
+    return {
+        "name": f"{stream} label",
+        "unique_id": ha_unique_id(node, stream),
+        "state_topic": topics.label(stream),
+        "json_attributes_topic": topics.prediction(stream),
+        **_available_and_device(topics, node, stream),
+        "icon": "mdi:label-outline",
+    }
+
+
+def ha_event_config(topics: Topics, node: str, stream: str, label: str) -> dict[str, Any]:
+    """The ``binary_sensor`` of one event label: ON while an event of it is open."""
+    return {
+        "name": f"{stream} {label}",
+        "unique_id": f"streamer/{node}/{stream}/event/{label_slug(label)}",
+        "state_topic": topics.event(stream, label),
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        **_available_and_device(topics, node, stream),
+        "icon": "mdi:bell-ring-outline",
     }

@@ -10,6 +10,11 @@ removed streams left (:mod:`streamer.sinks.announce`)::
     Status             -> P/N/S/status/M   online | offline, retained
     StreamState        -> P/N/S/available  online | stopped, retained
     StatsReport        -> P/N/stats        qos 0
+    EventMessage       -> P/N/S/events     qos 1; P/N/S/event/L ON (new) | OFF (end), retained
+
+With ``event_labels`` it sets ``P/N/S/event/L`` to OFF for each stream and label at the
+start (what a crashed run left ON is cleared) and, where it announces, has a binary
+sensor discovered for each.
 
 At the exit it says what it could not deliver; ``failed`` is True when the configured
 spool could not keep some of it (a disk read-only or full).
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from streamer.config import MqttConfig
+from streamer.events.event import EventMessage
 from streamer.predictions import Prediction
 from streamer.sinks.announce import announced
 from streamer.sinks.base import Event, StatsReport, Status, StreamState
@@ -62,8 +68,10 @@ class MqttSink:
         streams: Sequence[str],
         spool: Spool | None = None,
         announce: bool = True,
+        event_labels: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        self.event_labels = list(event_labels)
         self.topics = topics
         self.streams = list(streams)
         self.client_id = client_id
@@ -97,6 +105,11 @@ class MqttSink:
             pub.set_retained(topics.stream_available(event.stream), event.state)
         elif isinstance(event, StatsReport):
             pub.enqueue(topics.stats, json.dumps(dict(event.body)).encode(), 0)
+        elif isinstance(event, EventMessage):
+            pub.enqueue(topics.events(event.stream), event.encode(), 1)
+            if event.type != "update":
+                state = "ON" if event.type == "new" else "OFF"
+                pub.set_retained(topics.event(event.stream, event.label), state)
 
     async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - returns a count
         await self._announcing.aclose()  # the discovery configs are queued before this
@@ -105,6 +118,9 @@ class MqttSink:
 
     async def __aenter__(self) -> Self:
         await self.publisher.__aenter__()
+        for stream in self.streams:
+            for label in self.event_labels:
+                self.publisher.set_retained(self.topics.event(stream, label), "OFF")
         if self.announce:
             try:
                 await self._announcing.enter_async_context(
@@ -114,6 +130,7 @@ class MqttSink:
                         self.publisher,
                         self.streams,
                         client_id=f"{self.client_id}-scan",
+                        event_labels=self.event_labels,
                     )  # fmt: skip
                 )
             except BaseException:

@@ -8,9 +8,12 @@ Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``
     P/N/S/prediction          prediction JSON                             qos / no
     P/N/S/label               top label, only when it changes             1 / retained
     P/N/S/status/M            online | offline                            1 / retained
+    P/N/S/events              event JSON: new | update | end              1 / no
+    P/N/S/event/L             ON | OFF per event label (L: label_slug)    1 / retained
     P/N/S/text                text input                                  subscribed
     P/N/stats                 stats JSON                                  0 / no
     D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
+    D/binary_sensor/N/S_event_L/config  discovery of an event label       1 / retained
 
 Node and stream ids match ``[A-Za-z0-9_-]+``, the alphabet Home Assistant allows in a
 discovery topic's ``node_id`` and ``object_id``: no character is left to separate two ids
@@ -21,9 +24,23 @@ one id is unambiguous). Up to 0.1.0 it was ``D/sensor/N_S/label/config``, which 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 HA_DISCOVERY_PREFIX = "homeassistant"
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def label_slug(label: str) -> str:
+    """A label as one topic level and a Home Assistant object id: itself when it is made
+    of ``[A-Za-z0-9_-]``, else those runs of other characters as ``_`` plus ``-`` and 8
+    hex digits of its sha256 (``tabby cat`` -> ``tabby_cat-5d5c1a0e``), so that two
+    labels never share one."""
+    if _NOT_ID.search(label) is None and label:
+        return label
+    digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+    return f"{_NOT_ID.sub('_', label)[:64]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +73,21 @@ class Topics:
     def status(self, stream: str, modality: str) -> str:
         return f"{self.base}/{stream}/status/{modality}"
 
+    def events(self, stream: str) -> str:
+        return f"{self.base}/{stream}/events"
+
+    def event(self, stream: str, label: str) -> str:
+        return f"{self.base}/{stream}/event/{label_slug(label)}"
+
     def text(self, stream: str) -> str:
         return f"{self.base}/{stream}/text"
 
     def ha_discovery(self, stream: str) -> str:
         return f"{self._discovery}/sensor/{self.node}/{stream}_label/config"
+
+    def ha_event_discovery(self, stream: str, label: str) -> str:
+        slug = label_slug(label)
+        return f"{self._discovery}/binary_sensor/{self.node}/{stream}_event_{slug}/config"
 
     def ha_legacy(self, stream: str) -> str:
         """The discovery topic of 0.1.0 (ambiguous; cleared at start, never published)."""
