@@ -133,11 +133,14 @@ async def test_espeak_speech_is_tagged_speech(tmp_path: Path, mosquitto: Mosquit
         {"id": "talk", "audio": f"file://{wav}", "text": []},
     ])  # fmt: skip
     assert len(preds) >= 4, preds
-    speech = [p for p in preds if {"tag": "speech", "modality": "audio"}.items()
+    tagged = [p for p in preds if {"tag": "speech", "modality": "audio"}.items()
               <= next(iter(p["tags"]), {}).items()]  # fmt: skip
-    # the voice fills most of the clip: most windows say speech, and are labelled it
-    assert len(speech) >= len(preds) // 2, [p["tags"] for p in preds]
-    assert all(p["label"] == "speech" and p["score"] >= 0.5 for p in speech)
+    # a window is labelled its top tag, at that tag's score (one at the voice's edge, with
+    # a little of it, is speech at a low score: where the windows fall is the clock's)
+    assert all((p["label"], p["score"]) == ("speech", p["tags"][0]["score"]) for p in tagged)
+    # the voice fills most of the clip: most windows are speech at >= 0.5
+    voiced = [p for p in tagged if p["score"] >= 0.5]
+    assert len(voiced) >= len(preds) // 2, [p["tags"] for p in preds]
     assert all(t["modality"] == "audio" for p in preds for t in p["tags"])
 
 
