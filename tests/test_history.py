@@ -267,3 +267,16 @@ async def test_measure(tmp_path: Path) -> None:
     size = (tmp_path / FILE).stat().st_size
     print(f"\nhistory: writer {rate:.0f} rows/s; {c['bytes'] / n:.0f} B/row counted, "
           f"{size / n:.0f} B/row in the file; GET /api/events ms at {n}: {times}")  # fmt: skip
+
+
+def test_each_worker_gets_its_own_history_dir(tmp_path: Path) -> None:
+    from streamer.app.supervisor import Supervisor
+
+    cfg = parse_config({
+        "streams": [{"id": "a", "video": "synthetic:"}, {"id": "b", "video": "synthetic:"}],
+        "events": {}, "history": {"dir": str(tmp_path / "h")},
+    })  # fmt: skip
+    sup = Supervisor(cfg, "cfg.yaml", [], workers=2)
+    for i in range(2):
+        args = sup._args(i, "mqtt://127.0.0.1:1883")
+        assert f"history.dir={tmp_path / 'h' / f'worker{i}'}" in args
