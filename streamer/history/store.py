@@ -26,7 +26,6 @@ system (incremental auto-vacuum), so it stays bounded too.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -38,6 +37,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamer.dirlock import lock_dir
 from streamer.errors import ConfigError, StreamerError
 from streamer.events.event import EventMessage
 from streamer.history import db as sql
@@ -88,7 +88,7 @@ class EventStore:
         if self.path is None:
             self._db = sql.connect(":memory:")
         else:
-            self._lock()
+            self._lock_fd = lock_dir(self.path.parent, LOCK, "history.dir")
             self._db = self._connect_file(self.path)
         closed = sql.close_crashed(self._db)
         if closed:
@@ -97,22 +97,6 @@ class EventStore:
         self._retain()
         self._thread = threading.Thread(target=self._loop, name="event-history", daemon=True)
         self._thread.start()
-
-    def _lock(self) -> None:
-        assert self.cfg.dir is not None
-        try:
-            self.cfg.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.cfg.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise ConfigError("history.dir", f"{self.cfg.dir}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ConfigError(
-                "history.dir", f"{self.cfg.dir} is in use by another streamer process"
-            ) from None
-        self._lock_fd = fd
 
     def _connect_file(self, path: Path) -> sqlite3.Connection:
         """A file that is not a database, or a malformed one, is moved aside to

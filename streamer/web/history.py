@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 from aiohttp import web
 
@@ -26,6 +26,7 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_TEXT = 256  # stream, label, id: longer is no such thing
 PARAMS = frozenset({"stream", "label", "since", "until", "limit", "token"})
+T = TypeVar("T")
 NO_HISTORY = "no event history: configure events:\n"
 
 
@@ -47,20 +48,20 @@ def history_routes(
         events = [_with_link(text, snap) for text, snap in rows]
         return web.json_response({"events": events, "count": len(events)})
 
-    async def one_event(request: web.Request) -> web.StreamResponse:
+    async def by_id(request: web.Request, fn: Callable[[Any, str], T | None], what: str) -> T:
+        """``fn(db, id)`` for the path's event id; 404 naming ``what`` when None."""
         s = open_store(request)
         eid = request.match_info["id"]
-        row = None if len(eid) > MAX_TEXT else await _read(s, lambda db: sql.get(db, eid))
-        if row is None:
-            raise web.HTTPNotFound(text=f"no event {eid[:MAX_TEXT]!r}\n")
-        return web.json_response(_with_link(*row))
+        got = None if len(eid) > MAX_TEXT else await _read(s, lambda db: fn(db, eid))
+        if got is None:
+            raise web.HTTPNotFound(text=f"no {what} {eid[:MAX_TEXT]!r}\n")
+        return cast(T, got)
+
+    async def one_event(request: web.Request) -> web.StreamResponse:
+        return web.json_response(_with_link(*await by_id(request, sql.get, "event")))
 
     async def snapshot(request: web.Request) -> web.StreamResponse:
-        s = open_store(request)
-        eid = request.match_info["id"]
-        jpeg = None if len(eid) > MAX_TEXT else await _read(s, lambda db: sql.snapshot(db, eid))
-        if jpeg is None:
-            raise web.HTTPNotFound(text=f"no snapshot of event {eid[:MAX_TEXT]!r}\n")
+        jpeg = await by_id(request, sql.snapshot, "snapshot of event")
         return web.Response(body=jpeg, content_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=60"})  # fmt: skip
 
