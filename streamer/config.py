@@ -26,6 +26,7 @@ from pydantic import (
 from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
 from streamer.events.settings import EventsConfig
+from streamer.history.settings import HistoryConfig
 from streamer.sinks.settings import SinksConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -421,6 +422,7 @@ class Config(_Model):
     http: HttpConfig | None = None
     sinks: SinksConfig = SinksConfig()
     events: EventsConfig | None = None  # absent: no events
+    history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

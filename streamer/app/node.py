@@ -33,8 +33,10 @@ from streamer.app.control import ModelControl, ModelSwitch
 from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
+from streamer.events.event import EventMessage
 from streamer.events.setup import node_events
 from streamer.frames import Modality, Window
+from streamer.history.store import EventStore
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner, Result
 from streamer.predictions import PredictionBuilder, new_run_id
@@ -92,6 +94,12 @@ class Node:
         self.sinks = Fanout(sinks or ())
         if self.tracker is not None:
             self.tracker.subscribe(self.sinks.publish)
+        # the event history (/api/events): opened here, a dir it cannot take is exit 2
+        self.store: EventStore | None = None
+        if self.tracker is not None:
+            self.store = EventStore(cfg.history, now=lambda: self.clock.now_ns() / 1e9)
+            self.store.open()
+            self.tracker.subscribe(self._record_event)
         self._own_sinks = sinks is None
         self._open_sources = sources
         self._spool: Spool | None = None
@@ -120,7 +128,7 @@ class Node:
                 self.loaded.make_fusion(), self.loaded.spec, cfg.model, self._on_result,
                 device=self.loaded.device, on_drop=self._on_drop, model=self.loaded.id,
             )  # fmt: skip
-            async with self.sinks, runner_cm as runner:
+            async with self.sinks, runner_cm as runner, self._history():
                 text_in = self._text_input(cfg)
                 streams = self._streams(cfg, runner, text_in)
                 self.switch = ModelSwitch(cfg, runner, self.loaded)
@@ -184,6 +192,20 @@ class Node:
         )  # fmt: skip
 
     # -- what flows to the sinks ---------------------------------------------------------
+    def _record_event(self, m: EventMessage) -> None:
+        """An event's transition into the history (the snapshot helper adds its JPEG)."""
+        assert self.store is not None
+        self.store.record(m, None)
+
+    @contextlib.asynccontextmanager
+    async def _history(self) -> AsyncIterator[None]:
+        """Closes the store once the tracker's last messages ("stopped") are in it."""
+        try:
+            yield
+        finally:
+            if self.store is not None:
+                await self.store.aclose()
+
     def _status(self, stream: str, modality: Modality, online: bool) -> None:
         self.sinks.publish(Status(stream, modality, online))
 
@@ -254,7 +276,7 @@ class Node:
         ]
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
-            whip=whip, events=self.events, metrics=metrics,
+            whip=whip, events=self.events, metrics=metrics, store=self.store,
         )  # fmt: skip
         await web.start()
         self.web = web
@@ -330,4 +352,5 @@ class Node:
             "sinks": self.sinks.counters(),
             **({"model": self.switch.counters()} if self.switch is not None else {}),
             **({"events": self.tracker.counters()} if self.tracker is not None else {}),
+            **({"history": self.store.counters()} if self.store is not None else {}),
         }

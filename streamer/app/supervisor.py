@@ -7,8 +7,11 @@ and ``offline`` as its Last Will), starts the embedded broker when the config as
 one, publishes the Home Assistant discovery of every stream (and clears what removed
 streams left retained, :mod:`streamer.sinks.announce`), marks a dead worker's streams
 ``offline`` on ``P/N/S/available``, gives each worker its own spool directory (each
-runs ``model.threads`` model threads), restarts a worker that dies (jittered backoff;
-not one that exits 2, a config error) and, on SIGINT/SIGTERM, stops them all and waits.
+runs ``model.threads`` model threads) and its own event history
+directory (``history.dir/worker<I>``: each worker tracks its own streams' events; the
+history is not served, since http runs in one process only), restarts a worker that
+dies (jittered backoff; not one that exits 2, a config error) and, on SIGINT/SIGTERM,
+stops them all and waits.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class Supervisor:
             sets.append(f"mqtt.url={url}")
         if self.cfg.mqtt.outbox_dir is not None:  # one spool (and its lock) per worker
             sets.append(f"mqtt.outbox_dir={self.cfg.mqtt.outbox_dir / f'worker{index}'}")
+        if self.cfg.history.dir is not None:  # one event history (and its lock) per worker
+            sets.append(f"history.dir={self.cfg.history.dir / f'worker{index}'}")
         level = logging.getLevelName(logging.getLogger().level).lower()
         return [
             sys.executable, "-m", "streamer", "--log-level", level, "run", self.config_path,

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from streamer.dirlock import lock_dir
 from streamer.errors import ConfigError, StreamerError
 from streamer.ratelog import RateLimitedLog
 from streamer.sinks.outbox import Message, Outbox
@@ -60,19 +60,7 @@ class Spool:
     def open(self) -> None:
         """Create the directory and take its lock; ConfigError when another process
         holds it or the directory cannot be written."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise ConfigError("mqtt.outbox_dir", f"{self.directory}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ConfigError(
-                "mqtt.outbox_dir", f"{self.directory} is in use by another streamer process"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = lock_dir(self.directory, LOCK, "mqtt.outbox_dir")
         try:
             with self._db() as db:
                 db.execute(

@@ -8,6 +8,8 @@
     GET    /events/{stream}        live predictions as server-sent events
     GET    /metrics                Prometheus text format
     GET    /healthz                "ok" while the node runs
+    GET    /api/events             the event history, newest first (:mod:`streamer.web.history`)
+    GET    /api/events/{id}        one event; /api/events/{id}/snapshot.jpg its JPEG
 
 With a token configured, /whip, /api and /events need it: ``Authorization: Bearer
 <token>``, or ``?token=`` where a browser cannot set headers (EventSource). /metrics and
@@ -27,7 +29,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioice.ice
 from aiohttp import web
@@ -35,8 +37,12 @@ from aiohttp import web
 from streamer.config import HttpConfig
 from streamer.web.events import LiveEvents, TooManySubscribers
 from streamer.web.guard import CappedHandlers, server_logger
+from streamer.web.history import history_routes
 from streamer.web.metrics import CONTENT_TYPE, Metrics
 from streamer.web.whip import WhipError, WhipSessions
+
+if TYPE_CHECKING:
+    from streamer.history.store import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class WebServer:
         whip: WhipSessions,
         events: LiveEvents,
         metrics: Metrics,
+        store: EventStore | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node
@@ -99,6 +106,7 @@ class WebServer:
         self.whip = whip
         self.events = events
         self.metrics = metrics
+        self.store = store  # the event history (/api/events); None: no events configured
         self._token = cfg.token()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -119,6 +127,7 @@ class WebServer:
                 web.get("/healthz", self._healthz),
             ]
         )
+        app.add_routes(history_routes(self.store, self._require_token))
         return app
 
     async def start(self) -> None:
