@@ -27,6 +27,7 @@ from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
 from streamer.events.settings import EventsConfig
 from streamer.sinks.settings import SinksConfig
+from streamer.snapshots.settings import SnapshotsConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 VIDEO_SCHEMES = ("file", "udp", "rtsp", "http", "https", "srt", "v4l2", "synthetic", "webrtc")
@@ -421,6 +422,7 @@ class Config(_Model):
     http: HttpConfig | None = None
     sinks: SinksConfig = SinksConfig()
     events: EventsConfig | None = None  # absent: no events
+    snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -45,6 +45,7 @@ from streamer.sinks.file import FileSink
 from streamer.sinks.mqtt_sink import MqttSink
 from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
+from streamer.snapshots.snapshots import EventSnapshots, node_snapshots
 from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
@@ -80,6 +81,12 @@ class Node:
         self.builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
         # events (an ``events:`` section): their transitions go to the sinks
         self.tracker, self.event_labels = node_events(cfg, self.loaded.id, self.run_id)
+        # recent JPEGs per stream with video (with events: or http:), None without
+        self.snapshots = node_snapshots(
+            cfg.snapshots, {s.id: s.video is not None for s in cfg.streams},
+            events=cfg.events is not None, http=cfg.http is not None,
+            window_s=cfg.window.length,
+        )  # fmt: skip
         self._stop = asyncio.Event()
         self.published = 0
         self._streams_by_id: dict[str, StreamPipeline] = {}
@@ -92,6 +99,8 @@ class Node:
         self.sinks = Fanout(sinks or ())
         if self.tracker is not None:
             self.tracker.subscribe(self.sinks.publish)
+            if self.snapshots is not None:  # each event's peak JPEG follows its message
+                self.tracker.subscribe(EventSnapshots(self.snapshots, self.sinks.publish))
         self._own_sinks = sinks is None
         self._open_sources = sources
         self._spool: Spool | None = None
@@ -150,6 +159,7 @@ class Node:
         return MqttSink(
             cfg.mqtt, topics, client_id=self.client_id, streams=[s.id for s in cfg.streams],
             spool=self._spool, announce=self.worker is None, event_labels=self.event_labels,
+            snapshot_streams=list(self.snapshots.rings) if self.snapshots is not None else (),
         )  # fmt: skip
 
     def _streams(
@@ -181,6 +191,7 @@ class Node:
         return open_sources(
             s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc,
             takes_text=takes_text,
+            snapshot=self.snapshots.tap(s.id) if self.snapshots is not None else None,
         )  # fmt: skip
 
     # -- what flows to the sinks ---------------------------------------------------------
@@ -254,7 +265,7 @@ class Node:
         ]
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
-            whip=whip, events=self.events, metrics=metrics,
+            whip=whip, events=self.events, metrics=metrics, snapshots=self.snapshots,
         )  # fmt: skip
         await web.start()
         self.web = web
@@ -330,4 +341,5 @@ class Node:
             "sinks": self.sinks.counters(),
             **({"model": self.switch.counters()} if self.switch is not None else {}),
             **({"events": self.tracker.counters()} if self.tracker is not None else {}),
+            **({"snapshots": self.snapshots.counters()} if self.snapshots is not None else {}),
         }

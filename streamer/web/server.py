@@ -6,6 +6,7 @@
     DELETE /whip/{stream}/{id}     end that session
     PATCH  /whip/{stream}/{id}     405: no trickle ICE, the offer carries every candidate
     GET    /events/{stream}        live predictions as server-sent events
+    GET    /api/streams/{stream}/latest.jpg  the newest snapshot (streamer.web.snapshots)
     GET    /metrics                Prometheus text format
     GET    /healthz                "ok" while the node runs
 
@@ -27,7 +28,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioice.ice
 from aiohttp import web
@@ -37,6 +38,9 @@ from streamer.web.events import LiveEvents, TooManySubscribers
 from streamer.web.guard import CappedHandlers, server_logger
 from streamer.web.metrics import CONTENT_TYPE, Metrics
 from streamer.web.whip import WhipError, WhipSessions
+
+if TYPE_CHECKING:
+    from streamer.snapshots.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,10 @@ class WebServer:
         whip: WhipSessions,
         events: LiveEvents,
         metrics: Metrics,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self.cfg = cfg
+        self.snapshots = snapshots  # /api/streams/{stream}/latest.jpg where present
         self.node = node
         self.streams = streams  # the webrtc ones
         self.all_streams = frozenset(all_streams)  # live events are served for every stream
@@ -119,6 +125,10 @@ class WebServer:
                 web.get("/healthz", self._healthz),
             ]
         )
+        if self.snapshots is not None:
+            from streamer.web.snapshots import snapshot_routes
+
+            app.add_routes(snapshot_routes(self.snapshots, self._require_token))
         return app
 
     async def start(self) -> None:
