@@ -147,12 +147,13 @@ class SnapshotRing:
             return list(self._items)
 
     def at(self, start_ns: int, end_ns: int, slack_ns: int) -> Snapshot | None:
-        """The newest JPEG inside ``[start_ns, end_ns]``; else the one nearest that span
-        within ``slack_ns`` of it; else None (the ring no longer, or not yet, covers it)."""
+        """The newest JPEG inside ``[start_ns, end_ns)`` (a window's span); else the one
+        nearest it within ``slack_ns``; else None (the ring no longer, or not yet, covers
+        it)."""
         best: Snapshot | None = None
         best_gap = slack_ns + 1
         for s in reversed(self.items()):
-            if start_ns <= s.pts_ns <= end_ns:
+            if start_ns <= s.pts_ns < end_ns:
                 return s
             gap = s.pts_ns - end_ns if s.pts_ns > end_ns else start_ns - s.pts_ns
             if gap < best_gap:

@@ -3,7 +3,7 @@ video, the JPEG of an event's peak, and the listener that sends it to the sinks.
 
 An event's ``peak_time`` (epoch seconds) is the end of the window that scored its peak:
 :meth:`Snapshots.for_event` gives the newest JPEG inside that window
-``[peak_time - window.length, peak_time]``, else the nearest within one snapshot period
+``[peak_time - window.length, peak_time)``, else the nearest within one snapshot period
 of it, else None (counted in ``missed``: the ring no longer covers it, or the stream has
 no video). With ``draw``, the label and score are written on the picture (Pillow).
 
