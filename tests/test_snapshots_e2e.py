@@ -62,20 +62,15 @@ async def test_an_event_publishes_its_snapshot_and_http_serves_the_latest(
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
+    src = f"synthetic:avdigits?seed={SEED}"  # one source: video and audio
     cfg = {
         "node": "sn",
-        "mqtt": {"url": mosquitto.url, "stats_interval": 60.0},
-        "model": {"device": "cpu"},
         "http": {"listen": f"127.0.0.1:{port}", "token_file": str(token_file)},
-        "streams": [
-            {
-                "id": "cam",
-                "video": f"synthetic:avdigits?seed={SEED}",
-                "audio": f"synthetic:avdigits?seed={SEED}",
-            }
-        ],  # fmt: skip
+        "mqtt": {"url": mosquitto.url, "stats_interval": 60.0},
+        "streams": [{"id": "cam", "video": src, "audio": src}],
+        "model": {"device": "cpu"},
+        "snapshots": {"fps": 10.0, "seconds": 10.0, "width": 0},  # frames near the peak
         "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5},
-        "snapshots": {"fps": 10.0, "seconds": 10.0, "width": 0},
     }
     url = f"http://127.0.0.1:{port}/api/streams/cam/latest.jpg"
     async with (
