@@ -28,6 +28,7 @@ from streamer.errors import ConfigError
 from streamer.events.settings import EventsConfig
 from streamer.history.settings import HistoryConfig
 from streamer.sinks.settings import SinksConfig
+from streamer.snapshots.settings import SnapshotsConfig
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 VIDEO_SCHEMES = ("file", "udp", "rtsp", "http", "https", "srt", "v4l2", "synthetic", "webrtc")
@@ -423,6 +424,7 @@ class Config(_Model):
     sinks: SinksConfig = SinksConfig()
     events: EventsConfig | None = None  # absent: no events
     history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
+    snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

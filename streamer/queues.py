@@ -42,6 +42,9 @@ class DropBuffer(Generic[T]):
     def __getitem__(self, i: int) -> T:
         return self._items[i]
 
+    def __setitem__(self, i: int, item: T) -> None:
+        self._items[i] = item
+
     @property
     def full(self) -> bool:
         return len(self._items) >= self.maxsize

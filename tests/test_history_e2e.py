@@ -2,7 +2,8 @@
 real Mosquitto, with ``http:`` (a token) and ``history.dir``. An event that ended on MQTT
 is served by ``/api/events`` and ``/api/events/{id}`` (not without the token), the stats
 message counts the history, and after a stop the file holds every event the node
-announced, each ended (what was open at the stop: ``stopped``).
+announced, each ended (what was open at the stop: ``stopped``). An event's snapshot is
+served with it, the JPEG that ``P/N/S/snapshot`` carried for it.
 
 Every wait is on a message or polls with a deadline.
 """
@@ -81,6 +82,13 @@ async def test_a_live_nodes_events_are_served_and_kept(
                                     headers={"Authorization": "Bearer t0ken"}) as r:  # fmt: skip
                     one = await r.json()
                 assert {**one, "snapshot": None} == {**end, "snapshot": None}
+                # the event's peak JPEG is kept with it: the one MQTT carried for it
+                assert one["snapshot"] == f"/api/events/{end['id']}/snapshot.jpg"
+                async with http.get(f"http://127.0.0.1:{port}{one['snapshot']}?token=t0ken") as r:
+                    assert r.status == 200 and r.content_type == "image/jpeg"
+                    jpeg = await r.read()
+                assert jpeg[:2] == b"\xff\xd8"
+                await rec.until_true(lambda r: jpeg in r.payloads(f"{base}/cam/snapshot"))
                 async with http.get(api) as r:
                     assert r.status == 401
             await rec.until_true(lambda r: history_stats(r, base) is not None)

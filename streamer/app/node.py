@@ -47,6 +47,7 @@ from streamer.sinks.file import FileSink
 from streamer.sinks.mqtt_sink import MqttSink
 from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
+from streamer.snapshots.snapshots import EventSnapshots, SnapshotMessage, node_snapshots
 from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
 from streamer.sources.mqtt_text import MqttTextInput
@@ -82,6 +83,12 @@ class Node:
         self.builder = PredictionBuilder(cfg.node, self.run_id, self.loaded.id)
         # events (an ``events:`` section): their transitions go to the sinks
         self.tracker, self.event_labels = node_events(cfg, self.loaded.id, self.run_id)
+        # recent JPEGs per stream with video (with events: or http:), None without
+        self.snapshots = node_snapshots(
+            cfg.snapshots, {s.id: s.video is not None for s in cfg.streams},
+            events=cfg.events is not None, http=cfg.http is not None,
+            window_s=cfg.window.length,
+        )  # fmt: skip
         self._stop = asyncio.Event()
         self.published = 0
         self._streams_by_id: dict[str, StreamPipeline] = {}
@@ -94,8 +101,11 @@ class Node:
         self.sinks = Fanout(sinks or ())
         if self.tracker is not None:
             self.tracker.subscribe(self.sinks.publish)
+            if self.snapshots is not None:  # each event's peak JPEG follows its message
+                self.tracker.subscribe(EventSnapshots(self.snapshots, self._snapshot_out))
         # the event history (/api/events): opened here, a dir it cannot take is exit 2
         self.store: EventStore | None = None
+        self._snapshot: SnapshotMessage | None = None  # the one taken for the message in hand
         if self.tracker is not None:
             self.store = EventStore(cfg.history, now=lambda: self.clock.now_ns() / 1e9)
             self.store.open()
@@ -158,6 +168,7 @@ class Node:
         return MqttSink(
             cfg.mqtt, topics, client_id=self.client_id, streams=[s.id for s in cfg.streams],
             spool=self._spool, announce=self.worker is None, event_labels=self.event_labels,
+            snapshot_streams=list(self.snapshots.rings) if self.snapshots is not None else (),
         )  # fmt: skip
 
     def _streams(
@@ -189,13 +200,21 @@ class Node:
         return open_sources(
             s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc,
             takes_text=takes_text,
+            snapshot=self.snapshots.tap(s.id) if self.snapshots is not None else None,
         )  # fmt: skip
 
     # -- what flows to the sinks ---------------------------------------------------------
+    def _snapshot_out(self, s: SnapshotMessage) -> None:
+        """An event's peak JPEG: to the sinks, and to the history with its message (the
+        listener after this one)."""
+        self.sinks.publish(s)
+        self._snapshot = s
+
     def _record_event(self, m: EventMessage) -> None:
-        """An event's transition into the history (the snapshot helper adds its JPEG)."""
+        """An event's transition into the history, with the peak JPEG taken for it."""
         assert self.store is not None
-        self.store.record(m, None)
+        s, self._snapshot = self._snapshot, None
+        self.store.record(m, s.jpeg if s is not None and s.event_id == m.event["id"] else None)
 
     @contextlib.asynccontextmanager
     async def _history(self) -> AsyncIterator[None]:
@@ -277,6 +296,7 @@ class Node:
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
             whip=whip, events=self.events, metrics=metrics, store=self.store,
+            snapshots=self.snapshots,
         )  # fmt: skip
         await web.start()
         self.web = web
@@ -353,4 +373,5 @@ class Node:
             **({"model": self.switch.counters()} if self.switch is not None else {}),
             **({"events": self.tracker.counters()} if self.tracker is not None else {}),
             **({"history": self.store.counters()} if self.store is not None else {}),
+            **({"snapshots": self.snapshots.counters()} if self.snapshots is not None else {}),
         }

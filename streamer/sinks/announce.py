@@ -13,8 +13,8 @@ Run by the process that owns the node's ``available`` (a node on its own, or the
       -> publish an empty retained payload (which deletes it) to each topic of a stream no
          longer in the config, and to the 0.1.0 discovery topics of this node; MAX_CLEAR
          at most, one log line with the count
-      -> publish the discovery config of every configured stream (its label sensor, and
-         a binary sensor per event label)
+      -> publish the discovery config of every configured stream (its label sensor, a
+         binary sensor per event label, and an image where it has snapshots)
 
 A discovery config is cleared only when its ``state_topic`` is this node's own
 ``P/N/S/label``: a 0.1.0 topic ``D/sensor/a_b_c/label/config`` can belong to node ``a``
@@ -40,7 +40,7 @@ import aiomqtt
 
 from streamer.config import ID_RE, MqttConfig
 from streamer.mqttconn import reconnect_forever
-from streamer.sinks.discovery import ha_event_config, ha_label_config
+from streamer.sinks.discovery import ha_event_config, ha_image_config, ha_label_config
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics, label_slug
 
@@ -210,8 +210,10 @@ class Announcer:
         *,
         client_id: str,
         event_labels: Sequence[str] = (),
+        snapshot_streams: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        self.snapshot_streams = list(snapshot_streams)
         self.topics = topics
         self.publisher = publisher
         self.streams = list(streams)
@@ -250,6 +252,9 @@ class Announcer:
                 self.publisher.set_retained(
                     self.topics.ha_event_discovery(s, label), json.dumps(ev)
                 )
+        for s in self.snapshot_streams:
+            image = ha_image_config(self.topics, self.topics.node, s)
+            self.publisher.set_retained(self.topics.ha_image_discovery(s), json.dumps(image))
 
 
 @contextlib.asynccontextmanager
@@ -261,11 +266,12 @@ async def announced(
     *,
     client_id: str,
     event_labels: Sequence[str] = (),
+    snapshot_streams: Sequence[str] = (),
 ) -> AsyncIterator[Announcer]:
     """Run an :class:`Announcer` beside the block; on the way out, stop it and make sure
     the discovery configs are queued."""
     a = Announcer(cfg, topics, publisher, streams, client_id=client_id,
-                  event_labels=event_labels)  # fmt: skip
+                  event_labels=event_labels, snapshot_streams=snapshot_streams)  # fmt: skip
     task = asyncio.create_task(a.run(), name="announce")
     try:
         yield a

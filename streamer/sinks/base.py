@@ -9,7 +9,8 @@ after the exit, that the sink lost what it had promised to keep (the exit code i
 The events (all frozen): :class:`~streamer.predictions.Prediction`, :class:`Status`
 (a modality of a stream goes on- or offline), :class:`StreamState` (a stream starts or
 stops), :class:`StatsReport` (the periodic stats) and
-:class:`~streamer.events.event.EventMessage` (an event's new, update or end). A sink
+:class:`~streamer.events.event.EventMessage` (an event's new, update or end) and
+:class:`~streamer.snapshots.snapshots.SnapshotMessage` (the JPEG of an event's peak). A sink
 takes what it has a use for and ignores the rest. Writing a sink for Kafka or a webhook
 is one class: subclass :class:`BufferedSink` and write ``write(batch)``.
 """
@@ -28,6 +29,7 @@ from streamer.frames import Modality
 from streamer.predictions import Prediction
 from streamer.queues import DropQueue
 from streamer.ratelog import RateLimitedLog
+from streamer.snapshots.snapshots import SnapshotMessage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class StatsReport:
     body: Mapping[str, Any]
 
 
-Event = Prediction | Status | StreamState | StatsReport | EventMessage
+Event = Prediction | Status | StreamState | StatsReport | EventMessage | SnapshotMessage
 
 
 class SinkWriteError(Exception):

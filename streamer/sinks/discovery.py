@@ -1,6 +1,7 @@
-"""Home Assistant MQTT discovery: one ``sensor`` per stream (the label), and one
-``binary_sensor`` per stream and event label (ON while its event is open), grouped in one
-device per node.
+"""Home Assistant MQTT discovery: one ``sensor`` per stream (the label), one
+``binary_sensor`` per stream and event label (ON while its event is open) and, per stream
+with snapshots, an ``image`` (the JPEG of the latest event's peak), grouped in one device
+per node.
 
 Published retained to ``D/sensor/N/S_label/config`` (:meth:`Topics.ha_discovery`) by the
 process that owns the node's ``available`` (the node, or the ``--workers`` supervisor),
@@ -75,4 +76,16 @@ def ha_event_config(topics: Topics, node: str, stream: str, label: str) -> dict[
         "payload_off": "OFF",
         **_available_and_device(topics, node, stream),
         "icon": "mdi:bell-ring-outline",
+    }
+
+
+def ha_image_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
+    """The ``image`` of a stream: the JPEG of its latest event's peak (``P/N/S/snapshot``)."""
+    return {
+        "name": f"{stream} snapshot",
+        "unique_id": f"streamer/{node}/{stream}/snapshot",
+        "image_topic": topics.snapshot(stream),
+        "content_type": "image/jpeg",
+        **_available_and_device(topics, node, stream),
+        "icon": "mdi:camera",
     }

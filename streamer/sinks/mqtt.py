@@ -14,6 +14,10 @@ The connection comes back through :class:`streamer.mqttconn.Reconnecting`.
          acknowledged, so what was in flight when the connection broke goes again after
          reconnecting (duplicates are possible, loss is not)
 
+A retained value set with ``coalesce`` (the snapshots, big and of interest only as the
+latest) takes the place of its topic's previous value while that one waits in the outbox
+unsent, counted in ``coalesced``: the outbox holds at most two per topic (one in flight).
+
 ``enqueue`` never blocks and never fails because the broker is down: when the outbox is
 full the oldest message is dropped and counted. A clean exit drains the outbox (up to a
 timeout), publishes "stopped" on ``available`` and disconnects cleanly, so the broker
@@ -81,6 +85,8 @@ class MqttPublisher:
         self._outbox = Outbox(cfg.outbox_size)
         self._retained: dict[str, Message] = {}
         self._retained_seq: dict[str, int] = {}  # the outbox sequence number of each
+        self._next_send: int | None = None  # the next seq to send; None: not sending
+        self.coalesced = 0  # retained values replaced unsent by a newer one (coalesce)
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self._down = asyncio.Event()
@@ -129,13 +135,22 @@ class MqttPublisher:
         self._outbox.put(_message(topic, payload, qos, retain))
         self._wake.set()
 
-    def set_retained(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+    def set_retained(
+        self, topic: str, payload: bytes | str, qos: int = 1, *, coalesce: bool = False
+    ) -> None:
         """Publish a retained value and remember it, to re-publish after each reconnect.
 
         It goes out once through the outbox, in order with everything else; a connection
         re-publishes it only once it has left the outbox (acknowledged, or dropped).
+        ``coalesce``: replace the topic's previous value if that is still unsent.
         """
         message = _message(topic, payload, qos, True)
+        seq = self._retained_seq.get(topic)
+        if coalesce and seq is not None and (self._next_send is None or seq >= self._next_send):
+            if self._outbox.replace(seq, message):
+                self._retained[topic] = message
+                self.coalesced += 1
+                return
         self._retained[topic] = message
         self._retained_seq[topic] = self._outbox.end_seq  # the seq put() gives it
         self._outbox.put(message)
@@ -261,6 +276,7 @@ class MqttPublisher:
                 await self._drain_outbox(client, tg)
         finally:
             self._client = None
+            self._next_send = None  # what is in the outbox goes again from its head
             self._set_connected(False)
 
     def _acknowledged_retained(self) -> list[Message]:
@@ -306,6 +322,7 @@ class MqttPublisher:
                 task.add_done_callback(on_done)
                 inflight.append((next_seq, task))
                 next_seq += 1
+            self._next_send = next_seq
             await wake.wait()
 
     async def _publish_all(self, client: aiomqtt.Client, messages: list[Message]) -> None:

@@ -11,10 +11,12 @@ removed streams left (:mod:`streamer.sinks.announce`)::
     StreamState        -> P/N/S/available  online | stopped, retained
     StatsReport        -> P/N/stats        qos 0
     EventMessage       -> P/N/S/events     qos 1; P/N/S/event/L ON (new) | OFF (end), retained
+    SnapshotMessage    -> P/N/S/snapshot   JPEG, qos 1, retained; a newer one replaces one
+                                           still waiting in the outbox (one per stream)
 
 With ``event_labels`` it sets ``P/N/S/event/L`` to OFF for each stream and label at the
 start (what a crashed run left ON is cleared) and, where it announces, has a binary
-sensor discovered for each.
+sensor discovered for each; with ``snapshot_streams``, an image entity for each of them.
 
 At the exit it says what it could not deliver; ``failed`` is True when the configured
 spool could not keep some of it (a disk read-only or full).
@@ -36,6 +38,7 @@ from streamer.sinks.base import Event, StatsReport, Status, StreamState
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.spool import Spool
 from streamer.sinks.topics import Topics
+from streamer.snapshots.snapshots import SnapshotMessage
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,10 @@ class MqttSink:
         spool: Spool | None = None,
         announce: bool = True,
         event_labels: Sequence[str] = (),
+        snapshot_streams: Sequence[str] = (),
     ) -> None:
         self.cfg = cfg
+        self.snapshot_streams = list(snapshot_streams)
         self.event_labels = list(event_labels)
         self.topics = topics
         self.streams = list(streams)
@@ -110,6 +115,8 @@ class MqttSink:
             if event.type != "update":
                 state = "ON" if event.type == "new" else "OFF"
                 pub.set_retained(topics.event(event.stream, event.label), state)
+        elif isinstance(event, SnapshotMessage):
+            pub.set_retained(topics.snapshot(event.stream), event.jpeg, coalesce=True)
 
     async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - returns a count
         await self._announcing.aclose()  # the discovery configs are queued before this
@@ -131,6 +138,7 @@ class MqttSink:
                         self.streams,
                         client_id=f"{self.client_id}-scan",
                         event_labels=self.event_labels,
+                        snapshot_streams=self.snapshot_streams,
                     )  # fmt: skip
                 )
             except BaseException:

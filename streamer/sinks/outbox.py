@@ -69,6 +69,14 @@ class Outbox:
         i = seq - self.head_seq
         return self._items[i] if 0 <= i < len(self._items) else None
 
+    def replace(self, seq: int, message: Message) -> bool:
+        """Put ``message`` in the place of the one numbered ``seq``; False if it is gone."""
+        i = seq - self.head_seq
+        if not 0 <= i < len(self._items):
+            return False
+        self._items[i] = message
+        return True
+
     def put(self, message: Message) -> bool:
         """Append; when full, drop the oldest first. Returns False if one was dropped."""
         kept = self._items.push(message) is None

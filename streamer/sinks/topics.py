@@ -10,10 +10,12 @@ Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``
     P/N/S/status/M            online | offline                            1 / retained
     P/N/S/events              event JSON: new | update | end              1 / no
     P/N/S/event/L             ON | OFF per event label (L: label_slug)    1 / retained
+    P/N/S/snapshot            JPEG of the latest event's peak (binary)    1 / retained
     P/N/S/text                text input                                  subscribed
     P/N/stats                 stats JSON                                  0 / no
     D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
     D/binary_sensor/N/S_event_L/config  discovery of an event label       1 / retained
+    D/image/N/S_snapshot/config         discovery of the snapshot image   1 / retained
 
 Node and stream ids match ``[A-Za-z0-9_-]+``, the alphabet Home Assistant allows in a
 discovery topic's ``node_id`` and ``object_id``: no character is left to separate two ids
@@ -79,6 +81,9 @@ class Topics:
     def event(self, stream: str, label: str) -> str:
         return f"{self.base}/{stream}/event/{label_slug(label)}"
 
+    def snapshot(self, stream: str) -> str:
+        return f"{self.base}/{stream}/snapshot"
+
     def text(self, stream: str) -> str:
         return f"{self.base}/{stream}/text"
 
@@ -88,6 +93,9 @@ class Topics:
     def ha_event_discovery(self, stream: str, label: str) -> str:
         slug = label_slug(label)
         return f"{self._discovery}/binary_sensor/{self.node}/{stream}_event_{slug}/config"
+
+    def ha_image_discovery(self, stream: str) -> str:
+        return f"{self._discovery}/image/{self.node}/{stream}_snapshot/config"
 
     def ha_legacy(self, stream: str) -> str:
         """The discovery topic of 0.1.0 (ambiguous; cleared at start, never published)."""

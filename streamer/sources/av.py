@@ -38,6 +38,7 @@ from models.spec import ModelSpec
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
+from streamer.snapshots.ring import FrameTap
 from streamer.sources.avurls import (
     AV_ERRORS,
     SCHEMES,
@@ -74,6 +75,7 @@ class AVSource:
         read_timeout: float = 5.0,
         queue_size: int = DEFAULT_QUEUE,
         slot_frames: bool = False,
+        snapshot: FrameTap | None = None,
     ) -> None:
         if not (video or audio):
             raise ValueError("AVSource needs video, audio or both")
@@ -95,6 +97,7 @@ class AVSource:
         self.loop = loop and self.is_file
         self.live = self.realtime  # network, devices and realtime files are paced
         self.slot_frames = slot_frames and not self.live
+        self.snapshot = snapshot  # offered every decoded frame (the snapshot ring)
         self._slot_ns = slot_ns(spec.fps)
         self.skipped = 0  # unpaced frames another frame of their slot beat (slot_frames)
         self.open_timeout = open_timeout
@@ -296,6 +299,8 @@ class AVSource:
         ts = self._mapper.map(t, frame_s)
         if self._stale.stale("video", ts):
             return
+        if self.snapshot is not None:
+            self.snapshot(frame, ts)
         if not self.slot_frames:
             self._deliver(
                 VideoFrame(self.stream, ts, video_to_rgb(frame, self.spec.image_size)), ts

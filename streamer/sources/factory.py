@@ -15,6 +15,7 @@ from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
 from streamer.errors import ConfigError, SourceOpenError, SourcePermanentError
 from streamer.frames import Modality
+from streamer.snapshots.ring import FrameTap
 from streamer.sources.av import AVSource
 from streamer.sources.avurls import SCHEMES as AV_SCHEMES
 from streamer.sources.avurls import check_readable, file_path, v4l2_options
@@ -33,12 +34,15 @@ def make_source(
     clock: Clock,
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
+    snapshot: FrameTap | None = None,
 ) -> Source:
     """One source for ``url`` yielding ``modalities`` (video, audio or both);
-    ``takes_text``: the stream has text, which a WebRTC peer's data channel may send."""
+    ``takes_text``: the stream has text, which a WebRTC peer's data channel may send;
+    ``snapshot``: offered each decoded video frame (the stream's snapshot ring)."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
+    snapshot = snapshot if video else None
     if scheme in AV_SCHEMES:
         return AVSource(
             url,
@@ -50,6 +54,7 @@ def make_source(
             realtime=stream.realtime,
             loop=stream.loop,
             slot_frames=True,  # the aligner keeps one frame per slot: convert only that one
+            snapshot=snapshot,
         )
     if scheme == "mic":
         if video:
@@ -57,13 +62,21 @@ def make_source(
         return MicSource(url, spec=spec, clock=clock, stream=stream.id)
     if scheme == "synthetic":
         return SyntheticSource(
-            url, video=video, audio=audio, spec=spec, clock=clock, stream=stream.id
-        )
+            url, video=video, audio=audio, spec=spec, clock=clock, stream=stream.id,
+            snapshot=snapshot,
+        )  # fmt: skip
     if url == "webrtc":
         if webrtc is None:
             raise SourcePermanentError(url, "webrtc ingest needs the HTTP server (http.listen)")
         return webrtc.add(
-            WebRTCSource(stream.id, modalities, spec=spec, clock=clock, takes_text=takes_text)
+            WebRTCSource(
+                stream.id,
+                modalities,
+                spec=spec,
+                clock=clock,
+                takes_text=takes_text,
+                snapshot=snapshot,
+            )  # fmt: skip
         )
     raise SourcePermanentError(url, f"unsupported scheme {scheme!r}")
 
@@ -113,8 +126,10 @@ def open_sources(
     clock: Clock = NODE_CLOCK,
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
+    snapshot: FrameTap | None = None,
 ) -> list[Source]:
-    """The video/audio sources of ``stream``, not yet opened (await each ``open()``)."""
+    """The video/audio sources of ``stream``, not yet opened (await each ``open()``);
+    ``snapshot``: the video source offers it each decoded frame."""
     return [
         make_source(
             url,
@@ -124,6 +139,7 @@ def open_sources(
             clock=clock,
             webrtc=webrtc,
             takes_text=takes_text,
+            snapshot=snapshot,
         )  # fmt: skip
         for _, url, mods in _wanted(stream)
     ]

@@ -42,6 +42,7 @@ from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import SourceError, SourcePermanentError, StreamerError
 from streamer.frames import NS, AudioChunk, Item, Modality, VideoFrame
 from streamer.generators import GENERATORS, Generator, generator
+from streamer.snapshots.ring import FrameTap
 from streamer.sources.convert import rgb_to_frame, video_to_rgb
 
 _AV: frozenset[Modality] = frozenset({"video", "audio"})
@@ -209,6 +210,7 @@ class SyntheticSource:
         clock: Clock = NODE_CLOCK,
         stream: str = "",
         max_lag_s: float = 1.0,
+        snapshot: FrameTap | None = None,
     ) -> None:
         if not (video or audio):
             raise ValueError("SyntheticSource needs video, audio or both")
@@ -230,6 +232,7 @@ class SyntheticSource:
         self.freq = opts.freq
         self.seed = opts.seed
         self.max_lag_ns = round(max_lag_s * NS)
+        self.snapshot = snapshot  # offered every frame drawn (the snapshot ring)
         self.dropped = 0
         self._generator: Generator | None = (
             generator(self.kind) if self.kind in GENERATORS else None
@@ -282,7 +285,10 @@ class SyntheticSource:
         return self._pattern.frame(index)
 
     def _render(self, index: int) -> npt.NDArray[np.uint8]:
-        return video_to_rgb(rgb_to_frame(self._picture(index)), self.spec.image_size)
+        frame = rgb_to_frame(self._picture(index))
+        if self.snapshot is not None:
+            self.snapshot(frame, self._video_ns(index))
+        return video_to_rgb(frame, self.spec.image_size)
 
     def _samples(self, index: int) -> npt.NDArray[np.float32]:
         if self._generator is not None:

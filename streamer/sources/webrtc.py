@@ -38,6 +38,7 @@ from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import RejectedInput, SourceEnded, SourceError
 from streamer.frames import AudioChunk, Item, Modality, VideoFrame
 from streamer.queues import DropQueue
+from streamer.snapshots.ring import FrameTap
 from streamer.sources.base import DEFAULT_QUEUE
 from streamer.sources.clockmap import PtsMapper, StaleFilter
 from streamer.sources.convert import AudioConverter, video_to_rgb
@@ -67,8 +68,10 @@ class Feed:
         clock: Clock = NODE_CLOCK,
         takes_text: bool = False,
         rejected: Counter[str] | None = None,
+        snapshot: FrameTap | None = None,
     ) -> None:
         self.stream = stream
+        self.snapshot = snapshot  # offered every decoded video frame (the snapshot ring)
         self.modalities = modalities
         self.spec = spec or ModelSpec()
         self.clock = clock
@@ -171,6 +174,8 @@ class Feed:
             if stale.stale("video", ts):
                 return []
             assert isinstance(frame, av.VideoFrame)
+            if self.snapshot is not None:
+                self.snapshot(frame, ts)
             return [VideoFrame(self.stream, ts, video_to_rgb(frame, size))]
 
         return convert
@@ -215,11 +220,13 @@ class WebRTCSource:
         spec: ModelSpec | None = None,
         clock: Clock = NODE_CLOCK,
         takes_text: bool = False,
+        snapshot: FrameTap | None = None,
     ) -> None:
         self.stream = stream
         self.modalities = modalities
         self.spec = spec or ModelSpec()
         self.clock = clock
+        self.snapshot = snapshot  # each peer's feed offers its video frames to it
         self.takes_text = takes_text  # the data channel's text events go to the windows
         self.rejected: Counter[str] = Counter()  # data-channel text, by kind, every peer
         self._feed: Feed | None = None
@@ -239,6 +246,7 @@ class WebRTCSource:
         return Feed(
             stream=self.stream, modalities=self.modalities, spec=self.spec,
             clock=self.clock, takes_text=self.takes_text, rejected=self.rejected,
+            snapshot=self.snapshot,
         )  # fmt: skip
 
     def attach(self, feed: Feed) -> bool:

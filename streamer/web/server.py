@@ -6,6 +6,7 @@
     DELETE /whip/{stream}/{id}     end that session
     PATCH  /whip/{stream}/{id}     405: no trickle ICE, the offer carries every candidate
     GET    /events/{stream}        live predictions as server-sent events
+    GET    /api/streams/{stream}/latest.jpg  the newest snapshot (streamer.web.snapshots)
     GET    /metrics                Prometheus text format
     GET    /healthz                "ok" while the node runs
     GET    /api/events             the event history, newest first (:mod:`streamer.web.history`)
@@ -43,6 +44,7 @@ from streamer.web.whip import WhipError, WhipSessions
 
 if TYPE_CHECKING:
     from streamer.history.store import EventStore
+    from streamer.snapshots.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,10 @@ class WebServer:
         events: LiveEvents,
         metrics: Metrics,
         store: EventStore | None = None,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self.cfg = cfg
+        self.snapshots = snapshots  # /api/streams/{stream}/latest.jpg where present
         self.node = node
         self.streams = streams  # the webrtc ones
         self.all_streams = frozenset(all_streams)  # live events are served for every stream
@@ -128,6 +132,10 @@ class WebServer:
             ]
         )
         app.add_routes(history_routes(self.store, self._require_token))
+        if self.snapshots is not None:
+            from streamer.web.snapshots import snapshot_routes
+
+            app.add_routes(snapshot_routes(self.snapshots, self._require_token))
         return app
 
     async def start(self) -> None:
