@@ -3,7 +3,7 @@
 Run by ``test_webrtc_browser.py`` inside a loopback-only network namespace (``unshare -n``):
 ``python browser_scenario.py WORKDIR``. It makes a y4m + wav for Chromium's fake camera and
 microphone, starts Mosquitto and ``streamer run`` (HTTP on loopback, a token), opens
-``/?stream=cam&token=...&autostart=1``, waits for predictions of that stream with video
+``/publish?stream=cam&token=...&autostart=1``, waits for predictions of that stream with video
 and audio present, types a text event into the page's input over the DevTools protocol,
 waits for a window holding it, and reads the page's own state. It prints one JSON object
 of what it saw; the test asserts on it. Nothing here decides pass or fail.
@@ -120,7 +120,7 @@ async def main(work: Path) -> dict[str, Any]:
             collector = asyncio.create_task(collect(client, "streamer", "web", traffic))
             await traffic.until(lambda t: t.online.is_set(), 60)
             await asyncio.to_thread(wait_port, port, 30)
-            page = f"http://127.0.0.1:{port}/?stream=cam&token={TOKEN}&autostart=1"
+            page = f"http://127.0.0.1:{port}/publish?stream=cam&token={TOKEN}&autostart=1"
             profile = tempfile.mkdtemp(dir=work)
             chromium = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
                 [

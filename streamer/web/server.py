@@ -1,6 +1,7 @@
 """The node's HTTP server (aiohttp), on when the config has ``http.listen``.
 
-    GET    /                       the browser page (static, shipped in the package)
+    GET    /                       the dashboard (:mod:`streamer.web.dashboard`)
+    GET    /publish                the WebRTC publisher page (static, shipped in the package)
     GET    /api/config             node, webrtc streams, ICE servers (for the page)
     POST   /whip/{stream}          WHIP offer (application/sdp) -> 201 + answer + Location
     DELETE /whip/{stream}/{id}     end that session
@@ -33,6 +34,8 @@ import aioice.ice
 from aiohttp import web
 
 from streamer.config import HttpConfig
+from streamer.web.board import StreamBoard
+from streamer.web.dashboard import dashboard_routes
 from streamer.web.events import LiveEvents, TooManySubscribers
 from streamer.web.guard import CappedHandlers, server_logger
 from streamer.web.metrics import CONTENT_TYPE, Metrics
@@ -91,7 +94,10 @@ class WebServer:
         whip: WhipSessions,
         events: LiveEvents,
         metrics: Metrics,
+        board: StreamBoard | None = None,
     ) -> None:
+        """``board``: the dashboard's view of the streams (without it ``/`` is the
+        publisher page, as ``/publish``)."""
         self.cfg = cfg
         self.node = node
         self.streams = streams  # the webrtc ones
@@ -99,6 +105,7 @@ class WebServer:
         self.whip = whip
         self.events = events
         self.metrics = metrics
+        self.board = board
         self._token = cfg.token()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -106,9 +113,15 @@ class WebServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_SDP)
+        if self.board is None:
+            app.add_routes([web.get("/", self._index)])
+        else:
+            app.add_routes(
+                dashboard_routes(self.board, node=self.node, require_token=self._require_token)
+            )
         app.add_routes(
             [
-                web.get("/", self._index),
+                web.get("/publish", self._index),
                 web.get("/static/{name}", self._static),
                 web.get("/api/config", self._config),
                 web.post("/whip/{stream}", self._whip_post),
