@@ -167,8 +167,12 @@ def _config(mqtt_url: str, port: int, token_file: Path) -> dict[str, Any]:
         "node": "dash",
         "mqtt": {"url": mqtt_url, "stats_interval": 60.0},
         "model": {"device": "cpu"},
-        "http": {"listen": f"127.0.0.1:{port}", "token_file": str(token_file),
-                 "ice_servers": [], "host_addresses": ["127.0.0.1"]},  # fmt: skip
+        "http": {
+            "listen": f"127.0.0.1:{port}",
+            "token_file": str(token_file),
+            "ice_servers": [],
+            "host_addresses": ["127.0.0.1"],
+        },  # fmt: skip
         "streams": [*synthetic, {"id": "phone", "video": "webrtc", "audio": "webrtc"}],
         "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5},
     }
@@ -183,17 +187,26 @@ async def dashboard(tmp: Path, mosquitto: Mosquitto) -> AsyncIterator[Page]:
     async with run_node(tmp, _config(mosquitto.url, port, token_file), mosquitto.port) as run:
         await run.traffic.until(lambda t: t.online.is_set(), 60)
         await asyncio.to_thread(wait_port, port, 30)
+        log = (tmp / "chromium.log").open("wb")
         chromium = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
             [
-                shutil.which("chromium") or "chromium", "--headless", "--no-sandbox",
-                "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp)}", "--window-size=1500,1150",
-                f"--remote-debugging-port={devtools_port}", "--remote-allow-origins=*",
+                shutil.which("chromium") or "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={tempfile.mkdtemp(dir=tmp)}",
+                "--window-size=1500,1150",
+                f"--remote-debugging-port={devtools_port}",
+                "--remote-allow-origins=*",
                 f"http://127.0.0.1:{port}/#token={TOKEN}",
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
-            stderr=(tmp / "chromium.log").open("wb"),
+            stderr=log,
         )
         try:
             async with aiohttp.ClientSession() as http:
@@ -206,6 +219,8 @@ async def dashboard(tmp: Path, mosquitto: Mosquitto) -> AsyncIterator[Page]:
                 chromium.wait(timeout=10)
             if chromium.poll() is None:
                 chromium.kill()
+                chromium.wait()
+            log.close()
     assert run.rc == 0, run.log.read_text()[-3000:]
 
 
@@ -218,7 +233,8 @@ async def test_dashboard_shows_every_stream_live(tmp_path: Path, mosquitto: Mosq
         await page.until(f"{LIVE}.every((v) => v.predictions >= 4 && v.plot)", 90,
                          "live predictions and a timeline per synthetic stream")  # fmt: skip
         await page.until(
-            "document.querySelector('#card-hall .light.present') !== null", 20,
+            "document.querySelector('#card-hall .light.present') !== null",
+            20,
             "a present light for hall",
         )
         seen = await page.cdp.js(
@@ -229,7 +245,8 @@ async def test_dashboard_shows_every_stream_live(tmp_path: Path, mosquitto: Mosq
             " rates: [...document.querySelectorAll('#grid .card .rate')].map((e) => e.textContent),"
             " publish: [...document.querySelectorAll('#grid .card a.publish')].map((a) =>"
             " [a.closest('.card').dataset.stream, a.getAttribute('href')]),"
-            " lights: document.querySelector('#card-phone .lights').textContent,"
+            " lights: Object.fromEntries([...document.querySelectorAll('#card-phone .light')]"
+            ".map((e) => [e.textContent, e.className])),"
             " node: document.getElementById('node').textContent})"
         )
         first = await page.cdp.js(f"{LIVE}.map((v) => v.predictions)")
@@ -242,7 +259,8 @@ async def test_dashboard_shows_every_stream_live(tmp_path: Path, mosquitto: Mosq
     assert all(lab in [str(d) for d in range(10)] for lab in seen["labels"][:2]), seen
     assert seen["canvases"][0] >= 1 and seen["canvases"][1] >= 1, seen
     assert seen["publish"] == [["phone", f"/publish?stream=phone&token={TOKEN}"]]
-    assert seen["lights"] == "videoaudio"  # phone: no publisher, both offline
+    # phone: no publisher (its text, the data channel's, reads as online)
+    assert seen["lights"]["video"] == seen["lights"]["audio"] == "light offline", seen
     assert "windows/s" in seen["rates"][0] and " ms" in seen["rates"][0], seen
     assert shot.stat().st_size > 10_000
 
@@ -253,8 +271,8 @@ async def test_dashboard_shows_frames_and_events(tmp_path: Path, mosquitto: Mosq
     (history): the newest frame is an image that is not blank, and an event of a
     synthetic stream whose truth changed is in the list with its snapshot."""
     async with dashboard(tmp_path, mosquitto) as page:
-        await page.until(f"{LIVE}.every((v) => v && v.frames >= 2)", 60,
-                         "a frame per synthetic stream from /api/streams/{s}/latest.jpg")  # fmt: skip
+        what = "a frame per synthetic stream from /api/streams/{s}/latest.jpg"
+        await page.until(f"{LIVE}.every((v) => v && v.frames >= 2)", 60, what)
         spread = await page.cdp.js(
             "(() => { const img = document.querySelector('#card-hall .frame img');"
             " const c = document.createElement('canvas'); c.width = 64; c.height = 48;"
@@ -266,7 +284,8 @@ async def test_dashboard_shows_frames_and_events(tmp_path: Path, mosquitto: Mosq
         assert spread > 40, f"the frame is blank (luma spread {spread})"
         await page.until(
             "[...document.querySelectorAll('#events li img')].some((i) => i.complete"
-            " && i.naturalWidth > 0)", 90,
+            " && i.naturalWidth > 0)",
+            90,
             "an event in the list with its snapshot (GET /api/events)",
         )
         listed = await page.cdp.js(

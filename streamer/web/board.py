@@ -118,8 +118,11 @@ class StreamBoard(LocalSink):
             "webrtc": v.webrtc,
             "label": p.label if p is not None else None,
             "score": p.score if p is not None else None,
-            "tags": [{"tag": t.tag, "score": t.score, "modality": t.modality}
-                     for t in (p.tags or ())] if p is not None else [],  # fmt: skip
+            "tags": [
+                {"tag": t.tag, "score": t.score, "modality": t.modality} for t in (p.tags or ())
+            ]
+            if p is not None
+            else [],  # fmt: skip
             "modalities": self.lights(v),
             "windows_per_s": round(rate, 2),
             "latency_ms": round(statistics.median(ms for _, ms in recent), 1) if recent else None,
@@ -135,4 +138,6 @@ class StreamBoard(LocalSink):
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per stream: points in the ring and points the cap pushed out (stats)."""
-        return {sid: {"recent": len(v.recent), "trimmed": v.trimmed} for sid, v in self.views.items()}
+        return {
+            sid: {"recent": len(v.recent), "trimmed": v.trimmed} for sid, v in self.views.items()
+        }

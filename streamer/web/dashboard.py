@@ -39,7 +39,13 @@ def dashboard_routes(
         name = request.match_info["name"]
         kind = next((t for ext, t in TYPES.items() if name.endswith(ext)), None)
         path = STATIC / "vendor" / name
-        if kind is None or "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+        if (
+            kind is None
+            or "/" in name
+            or "\\" in name
+            or name.startswith(".")
+            or not path.is_file()
+        ):
             raise web.HTTPNotFound()
         return web.Response(body=path.read_bytes(), content_type=kind, charset="utf-8")
 

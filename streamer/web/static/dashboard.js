@@ -128,11 +128,13 @@ function drawTimeline(view) {
   view.plot = new uPlot({
     width, height: 130,
     scales: { y: { range: [0, 1] } },
-    axes: [{ stroke: "#8b919c", grid: { stroke: "#2c3038" }, ticks: { stroke: "#2c3038" } },
+    axes: [{ stroke: "#8b919c", grid: { stroke: "#2c3038" }, ticks: { stroke: "#2c3038" },
+      space: 70, values: (u, ticks) => ticks.map(clock) },
       { stroke: "#8b919c", size: 36, grid: { stroke: "#2c3038" }, ticks: { stroke: "#2c3038" } }],
     legend: { show: true, live: false },
     cursor: { drag: { x: false, y: false } },
-    series: [{}, ...view.labels.map((l) => ({ label: l, stroke: colorOf(l), width: 1.5 }))],
+    series: [{}, ...view.labels.map((l) => ({ label: l, stroke: colorOf(l), width: 1.5,
+      points: { show: false } }))],
     hooks: { drawClear: [(u) => drawBands(u, view.id)] },
   }, data, view.timeline);
   view.plot.over.addEventListener("click", (e) => {
@@ -208,7 +210,7 @@ async function refreshEvents() {
   } catch (e) {
     state.history = false;
     $("events-note").textContent = e.status === 404
-      ? "no event history on this node (it needs events: in its config)"
+      ? "no event history on this node (GET /api/events: 404)"
       : `cannot load the events: ${e.message}`;
   }
   changed();
