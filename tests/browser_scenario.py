@@ -83,6 +83,16 @@ class DevTools:
             await self.js(wait)
 
 
+def chromium_command(profile: str, devtools_port: int, url: str, *extra: str) -> list[str]:
+    """Headless Chromium opening ``url``, its DevTools protocol on ``devtools_port``."""
+    return [
+        shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", *extra,
+        f"--remote-debugging-port={devtools_port}", "--remote-allow-origins=*", url,
+    ]  # fmt: skip
+
+
 async def page_target(http: aiohttp.ClientSession, port: int, contains: str) -> str:
     async with asyncio.timeout(30):
         while True:
@@ -123,25 +133,16 @@ async def main(work: Path) -> dict[str, Any]:
             page = f"http://127.0.0.1:{port}/publish?stream=cam&token={TOKEN}&autostart=1"
             profile = tempfile.mkdtemp(dir=work)
             chromium = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-                [
-                    shutil.which("chromium") or "chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    f"--user-data-dir={profile}",
+                chromium_command(
+                    profile,
+                    devtools_port,
+                    page,
                     "--use-fake-ui-for-media-stream",
                     "--use-fake-device-for-media-stream",
                     "--allow-loopback-in-peer-connection",
                     f"--use-file-for-fake-video-capture={video}",
                     f"--use-file-for-fake-audio-capture={audio}",
-                    f"--remote-debugging-port={devtools_port}",
-                    "--remote-allow-origins=*",
-                    page,
-                ],  # fmt: skip
+                ),  # fmt: skip
                 stdout=subprocess.DEVNULL,
                 stderr=(work / "chromium.log").open("wb"),
             )

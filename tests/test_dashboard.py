@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import shutil
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from browser_scenario import DevTools, page_target
+from browser_scenario import DevTools, chromium_command, page_target
 from conftest import Mosquitto, free_port, require_tool, wait_port
 from e2e_helpers import run_node
 
@@ -189,22 +188,13 @@ async def dashboard(tmp: Path, mosquitto: Mosquitto) -> AsyncIterator[Page]:
         await asyncio.to_thread(wait_port, port, 30)
         log = (tmp / "chromium.log").open("wb")
         chromium = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-            [
-                shutil.which("chromium") or "chromium",
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp)}",
-                "--window-size=1500,1150",
-                f"--remote-debugging-port={devtools_port}",
-                "--remote-allow-origins=*",
+            chromium_command(
+                tempfile.mkdtemp(dir=tmp),
+                devtools_port,
                 f"http://127.0.0.1:{port}/#token={TOKEN}",
-            ],  # fmt: skip
+                "--hide-scrollbars",
+                "--window-size=1500,1150",
+            ),  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
