@@ -129,7 +129,8 @@ function drawTimeline(view) {
     width, height: 130,
     scales: { y: { range: [0, 1] } },
     axes: [{ stroke: "#8b919c", grid: { stroke: "#2c3038" }, ticks: { stroke: "#2c3038" },
-      space: 70, values: (u, ticks) => ticks.map(clock) },
+      space: 70, values: (u, ticks) => ticks.map((t) =>
+        new Date(t * 1000).toLocaleTimeString([], { hour12: false })) },
       { stroke: "#8b919c", size: 36, grid: { stroke: "#2c3038" }, ticks: { stroke: "#2c3038" } }],
     legend: { show: true, live: false },
     cursor: { drag: { x: false, y: false } },
