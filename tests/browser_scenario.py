@@ -3,7 +3,7 @@
 Run by ``test_webrtc_browser.py`` inside a loopback-only network namespace (``unshare -n``):
 ``python browser_scenario.py WORKDIR``. It makes a y4m + wav for Chromium's fake camera and
 microphone, starts Mosquitto and ``streamer run`` (HTTP on loopback, a token), opens
-``/?stream=cam&token=...&autostart=1``, waits for predictions of that stream with video
+``/publish?stream=cam&token=...&autostart=1``, waits for predictions of that stream with video
 and audio present, types a text event into the page's input over the DevTools protocol,
 waits for a window holding it, and reads the page's own state. It prints one JSON object
 of what it saw; the test asserts on it. Nothing here decides pass or fail.
@@ -83,6 +83,16 @@ class DevTools:
             await self.js(wait)
 
 
+def chromium_command(profile: str, devtools_port: int, url: str, *extra: str) -> list[str]:
+    """Headless Chromium opening ``url``, its DevTools protocol on ``devtools_port``."""
+    return [
+        shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", *extra,
+        f"--remote-debugging-port={devtools_port}", "--remote-allow-origins=*", url,
+    ]  # fmt: skip
+
+
 async def page_target(http: aiohttp.ClientSession, port: int, contains: str) -> str:
     async with asyncio.timeout(30):
         while True:
@@ -120,28 +130,19 @@ async def main(work: Path) -> dict[str, Any]:
             collector = asyncio.create_task(collect(client, "streamer", "web", traffic))
             await traffic.until(lambda t: t.online.is_set(), 60)
             await asyncio.to_thread(wait_port, port, 30)
-            page = f"http://127.0.0.1:{port}/?stream=cam&token={TOKEN}&autostart=1"
+            page = f"http://127.0.0.1:{port}/publish?stream=cam&token={TOKEN}&autostart=1"
             profile = tempfile.mkdtemp(dir=work)
             chromium = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-                [
-                    shutil.which("chromium") or "chromium",
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    f"--user-data-dir={profile}",
+                chromium_command(
+                    profile,
+                    devtools_port,
+                    page,
                     "--use-fake-ui-for-media-stream",
                     "--use-fake-device-for-media-stream",
                     "--allow-loopback-in-peer-connection",
                     f"--use-file-for-fake-video-capture={video}",
                     f"--use-file-for-fake-audio-capture={audio}",
-                    f"--remote-debugging-port={devtools_port}",
-                    "--remote-allow-origins=*",
-                    page,
-                ],  # fmt: skip
+                ),  # fmt: skip
                 stdout=subprocess.DEVNULL,
                 stderr=(work / "chromium.log").open("wb"),
             )

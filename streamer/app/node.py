@@ -56,6 +56,7 @@ from streamer.stats import Stats
 from streamer.web.events import LiveEvents
 
 if TYPE_CHECKING:
+    from streamer.web.board import StreamBoard
     from streamer.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Node:
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.web: WebServer | None = None
+        self.board: StreamBoard | None = None  # the dashboard's view, while HTTP serves
         self.sinks = Fanout(sinks or ())
         if self.tracker is not None:
             self.tracker.subscribe(self.sinks.publish)
@@ -271,6 +273,7 @@ class Node:
         if cfg.http is None or self.webrtc is None:
             yield
             return
+        from streamer.web.board import StreamBoard
         from streamer.web.metrics import Metrics  # aiohttp, aiortc, prometheus: lazy
         from streamer.web.server import StreamInfo, WebServer
         from streamer.web.sinks import LiveEventsSink, MetricsSink
@@ -293,21 +296,25 @@ class Node:
             )  # fmt: skip
             for s in cfg.webrtc_streams
         ]
+        board = StreamBoard(
+            (s.id, self._streams_by_id[s.id].modalities, "webrtc" in (s.video, s.audio))
+            for s in cfg.streams
+        )
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
             whip=whip, events=self.events, metrics=metrics, store=self.store,
-            snapshots=self.snapshots,
+            snapshots=self.snapshots, board=board,
         )  # fmt: skip
         await web.start()
-        self.web = web
-        web_sinks: list[Sink] = [LiveEventsSink(self.events), MetricsSink(metrics)]
+        self.web, self.board = web, board
+        web_sinks: list[Sink] = [LiveEventsSink(self.events), MetricsSink(metrics), board]
         self.sinks.sinks.extend(web_sinks)
         try:
             yield
         finally:
             for s in web_sinks:
                 self.sinks.sinks.remove(s)
-            self.web = None
+            self.web = self.board = None
             await web.stop()
 
     # -- the streams' tasks --------------------------------------------------------------
@@ -374,4 +381,5 @@ class Node:
             **({"events": self.tracker.counters()} if self.tracker is not None else {}),
             **({"history": self.store.counters()} if self.store is not None else {}),
             **({"snapshots": self.snapshots.counters()} if self.snapshots is not None else {}),
+            **({"dashboard": self.board.counters()} if self.board is not None else {}),
         }

@@ -1,6 +1,7 @@
 """The node's HTTP server (aiohttp), on when the config has ``http.listen``.
 
-    GET    /                       the browser page (static, shipped in the package)
+    GET    /                       the dashboard (:mod:`streamer.web.dashboard`)
+    GET    /publish                the WebRTC publisher page (static, shipped in the package)
     GET    /api/config             node, webrtc streams, ICE servers (for the page)
     POST   /whip/{stream}          WHIP offer (application/sdp) -> 201 + answer + Location
     DELETE /whip/{stream}/{id}     end that session
@@ -36,6 +37,8 @@ import aioice.ice
 from aiohttp import web
 
 from streamer.config import HttpConfig
+from streamer.web.board import StreamBoard
+from streamer.web.dashboard import dashboard_routes
 from streamer.web.events import LiveEvents, TooManySubscribers
 from streamer.web.guard import CappedHandlers, server_logger
 from streamer.web.history import history_routes
@@ -101,7 +104,10 @@ class WebServer:
         metrics: Metrics,
         store: EventStore | None = None,
         snapshots: Snapshots | None = None,
+        board: StreamBoard | None = None,
     ) -> None:
+        """``board``: the dashboard's view of the streams (without it ``/`` is the
+        publisher page, as ``/publish``)."""
         self.cfg = cfg
         self.snapshots = snapshots  # /api/streams/{stream}/latest.jpg where present
         self.node = node
@@ -111,6 +117,7 @@ class WebServer:
         self.events = events
         self.metrics = metrics
         self.store = store  # the event history (/api/events); None: no events configured
+        self.board = board
         self._token = cfg.token()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -118,9 +125,15 @@ class WebServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_SDP)
+        if self.board is None:
+            app.add_routes([web.get("/", self._index)])
+        else:
+            app.add_routes(
+                dashboard_routes(self.board, node=self.node, require_token=self._require_token)
+            )
         app.add_routes(
             [
-                web.get("/", self._index),
+                web.get("/publish", self._index),
                 web.get("/static/{name}", self._static),
                 web.get("/api/config", self._config),
                 web.post("/whip/{stream}", self._whip_post),
