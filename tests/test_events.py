@@ -19,7 +19,7 @@ from streamer.events.setup import node_events, supervisor_event_labels
 from streamer.events.tracker import EventTracker
 from streamer.predictions import ModelId, Prediction
 from streamer.sinks.announce import scan_filters, stale_topics
-from streamer.sinks.discovery import ha_event_config
+from streamer.sinks.discovery import ha_event_config, ha_image_config
 from streamer.sinks.topics import Topics, label_slug
 
 MODEL = ModelId("m", "v1", ("none", "cat", "dog"))
@@ -234,6 +234,30 @@ def test_event_topics_of_removed_streams_and_labels_are_cleared() -> None:
     ])  # fmt: skip
     assert "homeassistant/binary_sensor/n/+/config" in scan_filters(topics)
     assert "streamer/n/+/event/+" in scan_filters(topics)
+
+
+def test_a_stream_that_no_longer_snaps_loses_its_snapshot_and_image_entity() -> None:
+    topics = Topics("streamer", "n")
+
+    def image(stream: str) -> bytes:
+        return json.dumps(ha_image_config(topics, "n", stream)).encode()
+
+    found = {
+        topics.snapshot("cam"): b"jpeg",
+        topics.snapshot("novideo"): b"jpeg",
+        topics.snapshot("gone"): b"jpeg",
+        topics.ha_image_discovery("cam"): image("cam"),
+        topics.ha_image_discovery("novideo"): image("novideo"),
+        topics.ha_image_discovery("gone"): image("gone"),
+        # another program's image entity under the node's name: never touched
+        "homeassistant/image/n/x_snapshot/config": b'{"image_topic": "other/x"}',
+    }
+    stale = stale_topics(topics, ["cam", "novideo"], found, [], ["cam"])
+    assert stale == sorted([
+        topics.snapshot("novideo"), topics.snapshot("gone"),
+        topics.ha_image_discovery("novideo"), topics.ha_image_discovery("gone"),
+    ])  # fmt: skip
+    assert {"streamer/n/+/snapshot", "homeassistant/image/n/+/config"} <= set(scan_filters(topics))
 
 
 def test_the_supervisor_announces_the_checkpoint_s_labels_without_loading_it() -> None:

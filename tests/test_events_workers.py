@@ -76,6 +76,10 @@ async def test_events_with_workers_each_stream_gets_its_events_and_one_discovery
     want = {f"homeassistant/binary_sensor/{NODE}/{s}_event_{x}/config" for s in STREAMS
             for x in LABELS}  # fmt: skip
     assert set(configs) == want and set(configs.values()) == {1}
+    images = Counter(tp for tp, p in rec.messages if tp.startswith("homeassistant/image/") and p)
+    assert images == {f"homeassistant/image/{NODE}/{s}_snapshot/config": 1 for s in STREAMS}
+    for s in STREAMS:  # each worker's snapshots of its own stream's events
+        assert rec.payloads(f"streamer/{NODE}/{s}/snapshot")[-1][:2] == b"\xff\xd8"
     left = await retained_now(mosquitto.port, [f"streamer/{NODE}/+/event/+"])
     assert left == {f"streamer/{NODE}/{s}/event/{x}": b"OFF" for s in STREAMS for x in LABELS}
     print(json.dumps({s: len(events(rec, f"streamer/{NODE}/{s}")) for s in STREAMS}))

@@ -30,6 +30,7 @@ from streamer.sinks.announce import announced, streams_offline
 from streamer.sinks.broker import broker_for
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics
+from streamer.snapshots.snapshots import snapshot_streams
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,14 @@ class Supervisor:
             cid = f"streamer-{self.cfg.node}-supervisor-{os.getpid()}"
             ids = [s.id for s in self.cfg.streams]
             labels = supervisor_event_labels(self.cfg)
+            snapping = snapshot_streams(  # (--workers refuses http:)
+                self.cfg.snapshots, {s.id: s.video is not None for s in self.cfg.streams},
+                events=self.cfg.events is not None, http=False,
+            )  # fmt: skip
             async with (
                 MqttPublisher(mqtt, topics, client_id=cid, close_timeout=5.0) as pub,
-                announced(mqtt, topics, pub, ids, client_id=f"{cid}-scan", event_labels=labels),
+                announced(mqtt, topics, pub, ids, client_id=f"{cid}-scan", event_labels=labels,
+                          snapshot_streams=snapping),  # fmt: skip
             ):
                 codes = await asyncio.gather(
                     *(self._keep(i, url, pub, topics) for i in range(self.count))

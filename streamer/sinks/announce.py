@@ -60,11 +60,12 @@ MAX_CONFIG = 65_536  # bytes of a discovery payload worth parsing
 def scan_filters(topics: Topics) -> list[str]:
     base = topics.base
     filters = [f"{base}/+/label", f"{base}/+/status/+", f"{base}/+/available"]
-    filters.append(f"{base}/+/event/+")
+    filters += [f"{base}/+/event/+", f"{base}/+/snapshot"]
     if topics.discovery_prefix is not None:
         dp = topics.discovery_prefix
         filters += [f"{dp}/sensor/{topics.node}/+/config", f"{dp}/sensor/+/label/config"]
         filters.append(f"{dp}/binary_sensor/{topics.node}/+/config")
+        filters.append(f"{dp}/image/{topics.node}/+/config")
     return filters
 
 
@@ -76,6 +77,16 @@ def _state_topic(payload: bytes) -> str | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return state if isinstance(state, str) else None
+
+
+def _image_topic(payload: bytes) -> str | None:
+    if len(payload) > MAX_CONFIG:
+        return None
+    try:
+        topic = json.loads(payload).get("image_topic")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return topic if isinstance(topic, str) else None
 
 
 def _own_stream(topics: Topics, payload: bytes) -> str | None:
@@ -106,14 +117,18 @@ def stale_topics(
     keep: Iterable[str],
     found: Mapping[str, bytes],
     event_labels: Sequence[str] = (),
+    snapshot_streams: Iterable[str] = (),
 ) -> list[str]:
-    """The topics of ``found`` (retained topic -> payload) to clear, in topic order."""
+    """The topics of ``found`` (retained topic -> payload) to clear, in topic order: a
+    snapshot and its image entity go with the stream, or when it has no snapshots now."""
     keep = set(keep)
+    snapping = set(snapshot_streams)
     slugs = {label_slug(x) for x in event_labels}
     stale: list[str] = []
     base = f"{topics.base}/"
     dp = f"{topics.discovery_prefix}/sensor/" if topics.discovery_prefix is not None else None
     bdp = f"{topics.discovery_prefix}/binary_sensor/{topics.node}/"
+    idp = f"{topics.discovery_prefix}/image/{topics.node}/"
     for topic in sorted(found):
         if topic.startswith(base):
             parts = topic[len(base) :].split("/")
@@ -121,6 +136,14 @@ def stale_topics(
                 len(parts) == 3 and parts[1] in ("status", "event")
             )
             if own and ID_RE.match(parts[0]) and parts[0] not in keep:
+                stale.append(topic)
+            elif parts[1:] == ["snapshot"] and ID_RE.match(parts[0]) and parts[0] not in snapping:
+                stale.append(topic)
+        elif dp is not None and topic.startswith(idp):
+            name = topic[len(idp) :].removesuffix("_snapshot/config")
+            if (ID_RE.match(name) and topic == topics.ha_image_discovery(name)
+                    and _image_topic(found[topic]) == topics.snapshot(name)
+                    and name not in snapping):  # fmt: skip
                 stale.append(topic)
         elif dp is not None and topic.startswith(bdp):
             ev = _own_event(topics, found[topic])
@@ -165,7 +188,9 @@ async def scan_retained(
                     quiet_for.reschedule(min(loop.time() + quiet, end))
                     m = await anext(messages)
                     if m.retain and isinstance(m.payload, bytes) and m.payload:
-                        found[m.topic.value] = m.payload
+                        # a JPEG's bytes are not needed, only that it is there
+                        snap = m.topic.value.endswith("/snapshot")
+                        found[m.topic.value] = b"jpeg" if snap else m.payload
         except TimeoutError:
             pass
         done.set()
@@ -225,7 +250,9 @@ class Announcer:
 
     async def run(self) -> None:
         found = await scan_retained(self.cfg, self.topics, client_id=self.client_id)
-        stale = stale_topics(self.topics, self.streams, found, self.event_labels)
+        stale = stale_topics(
+            self.topics, self.streams, found, self.event_labels, self.snapshot_streams
+        )
         for topic in stale[:MAX_CLEAR]:
             self.publisher.enqueue(topic, b"", 1, retain=True)
         self.cleared = min(len(stale), MAX_CLEAR)

@@ -120,12 +120,19 @@ class EventSnapshots:
         self.publish(SnapshotMessage(m.stream, eid, jpeg))
 
 
+def snapshot_streams(
+    cfg: SnapshotsConfig, streams: dict[str, bool], *, events: bool, http: bool
+) -> list[str]:
+    """The streams that keep snapshots (``streams``: id -> has video): those with video,
+    when the config has ``events:`` or ``http:`` and snapshots are enabled."""
+    if not cfg.enabled or not (events or http):
+        return []
+    return [s for s, video in streams.items() if video]
+
+
 def node_snapshots(
     cfg: SnapshotsConfig, streams: dict[str, bool], *, events: bool, http: bool, window_s: float
 ) -> Snapshots | None:
-    """The node's snapshots: a ring per stream with video (``streams``: id -> has video)
-    when the config has ``events:`` or ``http:`` and snapshots are enabled; else None."""
-    if not cfg.enabled or not (events or http):
-        return None
-    with_video = [s for s, video in streams.items() if video]
+    """The node's snapshots: a ring per stream of :func:`snapshot_streams`; else None."""
+    with_video = snapshot_streams(cfg, streams, events=events, http=http)
     return Snapshots(cfg, with_video, window_s=window_s) if with_video else None
