@@ -40,7 +40,7 @@ from streamer.config import Config
 from streamer.events.settings import LabelOverride
 from streamer.events.tracker import EventTracker
 from streamer.mqttconn import Reconnecting
-from streamer.sinks.topics import label_slug
+from streamer.sinks.topics import Topics, label_slug
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class NodeControl:
         *,
         client_id: str,
     ) -> None:
-        base = f"{cfg.mqtt.prefix}/{cfg.node}"
+        self.topics = Topics(cfg.mqtt.prefix, cfg.node)
+        base = self.topics.base
         self.topic = f"{base}/set/model"
         self.switch = switch
         self.streams = streams
@@ -109,7 +110,7 @@ class NodeControl:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         topics = [self.topic] + [
-            f"{self._base}/{s}/set/{what}" for s in self.streams for what in ("enabled", "events")
+            self.topics.set(s, what) for s in self.streams for what in ("enabled", "events")
         ]
         try:
             async with asyncio.TaskGroup() as tg:
@@ -143,10 +144,10 @@ class NodeControl:
 
     async def _echo(self, client: aiomqtt.Client, sid: str) -> None:
         on = self.streams[sid].enabled
-        await client.publish(f"{self._base}/{sid}/enabled", b"ON" if on else b"OFF", 1, True)
+        await client.publish(self.topics.enabled(sid), b"ON" if on else b"OFF", 1, True)
         if self.tracker is not None:
             body = json.dumps(thresholds_json(self.tracker, sid), separators=(",", ":"))
-            await client.publish(f"{self._base}/{sid}/thresholds", body, 1, True)
+            await client.publish(self.topics.thresholds(sid), body, 1, True)
 
     async def _enabled(self, client: aiomqtt.Client, sid: str, data: bytes) -> None:
         text = data[:16].decode("utf-8", "replace").strip().upper() if len(data) <= 16 else ""
