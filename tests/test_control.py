@@ -32,6 +32,10 @@ from streamer.events.tracker import EventTracker
 from streamer.inference.model import LoadedModel, load_model
 from streamer.predictions import ModelId, Prediction
 
+EVENT_SCHEMA = json.loads(
+    resources.files("streamer.contract").joinpath("event.schema.json").read_text()
+)
+
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
@@ -75,6 +79,18 @@ def arrival(rec: Recorder, topic: str, payload: bytes, after: float) -> float:
                 if m == (topic, payload) and at >= after)  # fmt: skip
 
 
+async def stays_paused(rec: Recorder, base: str, paused: str, other: str, t_off: float) -> int:
+    """While ``paused`` is off, ``other``'s windows keep coming and ``paused``'s do not
+    (the flushed ones, cut at the pause, come before ``other``'s next two); its count."""
+    n = len(preds(rec, base, other))
+    await rec.until_true(lambda r: len(preds(r, base, other)) >= n + 2)
+    held = len(preds(rec, base, paused))
+    await rec.until_true(lambda r: len(preds(r, base, other)) >= n + 6)
+    assert len(preds(rec, base, paused)) == held
+    assert all(m["window"]["start"] < t_off + 0.25 for _, m in preds(rec, base, paused))
+    return held
+
+
 async def test_off_pauses_one_stream_and_on_resumes_it_with_seq_going_on(
     mosquitto: Mosquitto, loaded: LoadedModel
 ) -> None:
@@ -89,14 +105,7 @@ async def test_off_pauses_one_stream_and_on_resumes_it_with_seq_going_on(
         await rec.until_all([(f"{base}/a/enabled", b"OFF"), (f"{base}/a/status/video", b"offline")])
         off_ms = (arrival(rec, f"{base}/a/status/video", b"offline", t_off) - t_off) * 1e3
         assert not node.is_enabled("a") and node.snapshot()["streams"]["a"]["enabled"] is False
-        # while it is off: stream b's windows keep coming, a's do not (the flushed ones,
-        # cut at the pause, came before b's next two)
-        nb = len(preds(rec, base, "b"))
-        await rec.until_true(lambda r: len(preds(r, base, "b")) >= nb + 2)
-        na = len(preds(rec, base, "a"))
-        await rec.until_true(lambda r: len(preds(r, base, "b")) >= nb + 6)
-        assert len(preds(rec, base, "a")) == na
-        assert all(m["window"]["start"] < t_off + 0.25 for _, m in preds(rec, base, "a"))
+        na = await stays_paused(rec, base, "a", "b", t_off)
         assert rec.payloads(f"{base}/a/available")[-1] == b"online"  # the stream exists
         assert rec.payloads(f"{base}/b/status/video")[-1] == b"online"
         await publish(mosquitto.port, f"{base}/a/set/enabled", b"MAYBE")  # counted, ignored
@@ -137,9 +146,6 @@ async def test_set_events_changes_one_streams_thresholds_and_bad_ones_are_refuse
     mosquitto: Mosquitto, loaded: LoadedModel
 ) -> None:
     base = "streamer/thr"
-    schema = json.loads(
-        resources.files("streamer.contract").joinpath("event.schema.json").read_text()
-    )
     # no event can open at first: min_windows is out of reach within the test
     events = {"on": 0.3, "off": 0.2, "min_windows": 10_000, "cooldown_s": 1.0}
     async with (
@@ -167,7 +173,7 @@ async def test_set_events_changes_one_streams_thresholds_and_bad_ones_are_refuse
         await rec.until_true(lambda r: any(m["type"] == "end" for m in _events(r, base)))
     got = _events(rec, base)
     for m in got:
-        jsonschema.validate(m, schema)
+        jsonschema.validate(m, EVENT_SCHEMA)
     assert [m["event"]["reason"] for m in got if m["type"] == "end"][0] == "disabled"
 
 
