@@ -9,7 +9,8 @@ whose inputs differ from the running model's (frame size, frame rate, audio rate
 segment: the sources convert for those), is refused in one log line and the running
 model goes on; the stats count both (``model``). Requests are taken one at a time, the
 last one wins. Loading reads safetensors only (nothing is unpickled); who may publish
-the topic is the broker's ACL to decide.
+the topic is the broker's ACL to decide. The subscription is the node's control
+connection (:class:`streamer.app.node_control.NodeControl`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Self
-
-import aiomqtt
+from typing import Any
 
 from streamer.config import MODEL_PRESETS, Config
 from streamer.errors import StreamerError
 from streamer.inference.model import LoadedModel, load_model
 from streamer.inference.runner import InferenceRunner
-from streamer.mqttconn import Reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +90,3 @@ class ModelSwitch:
     def _load(self, path: Path) -> LoadedModel:
         model_cfg = self.cfg.model.model_copy(update={"checkpoint": path})
         return load_model(model_cfg, self.cfg.window)
-
-
-class ModelControl:
-    """The subscription to ``P/N/set/model``; each message goes to ``switch.request``."""
-
-    def __init__(self, cfg: Config, switch: ModelSwitch, *, client_id: str) -> None:
-        self.topic = f"{cfg.mqtt.prefix}/{cfg.node}/set/model"
-        self.switch = switch
-        self._conn = Reconnecting(
-            cfg.mqtt, self._session, client_id=client_id, what=f"model control {client_id}"
-        )
-        self.subscribed = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._conn.__aexit__(*exc)
-
-    async def _session(self, client: aiomqtt.Client) -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive(client), name="model-control-receive")
-                await client.subscribe(self.topic, qos=1)
-                self.subscribed.set()
-        finally:
-            self.subscribed.clear()
-
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:  # raises MqttError when disconnected
-            payload = message.payload
-            data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-            await self.switch.request(data)

@@ -29,7 +29,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from streamer.app.control import ModelControl, ModelSwitch
+from streamer.app.control import ModelSwitch
+from streamer.app.node_control import NodeControl
 from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
@@ -95,7 +96,7 @@ class Node:
         self._streams_by_id: dict[str, StreamPipeline] = {}
         self._text_in: MqttTextInput | None = None
         self.switch: ModelSwitch | None = None  # P/N/set/model, while running
-        self.control: ModelControl | None = None
+        self.control: NodeControl | None = None  # set/model, set/enabled, set/events
         self.webrtc = WebRTCHub() if cfg.http is not None else None
         self.events = LiveEvents()  # predictions for the HTTP server's /events
         self.web: WebServer | None = None
@@ -144,8 +145,11 @@ class Node:
                 text_in = self._text_input(cfg)
                 streams = self._streams(cfg, runner, text_in)
                 self.switch = ModelSwitch(cfg, runner, self.loaded)
-                self.control = ModelControl(cfg, self.switch, client_id=f"{self.client_id}-control")
+                self.control = NodeControl(
+                    cfg, self.switch, streams, self.tracker, client_id=f"{self.client_id}-control"
+                )
                 async with text_in, self.control, self._web(cfg):
+                    await self.control.wait_ready()  # a retained set/enabled OFF holds
                     ended = await self._run_streams(list(streams.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
                 if not ended:
@@ -367,17 +371,26 @@ class Node:
                     st.dropped["text_queue"] = self._text_in.discarded[sid]
             st.rejected = rejected
 
+    def is_enabled(self, stream: str) -> bool:
+        """False while ``stream`` is paused (``P/N/S/set/enabled OFF``)."""
+        w = self._streams_by_id.get(stream)
+        return w is None or w.enabled
+
     def snapshot(self) -> dict[str, Any]:
         """The stats message: counters since start, rates since the previous snapshot."""
         self._refresh_stats()
+        streams = self.stats.snapshot()
+        for sid, body in streams.items():
+            body["enabled"] = self.is_enabled(sid)
         return {
             "node": self.cfg.node,
             **({"worker": self.worker} if self.worker is not None else {}),
             "run": self.run_id,
             "ts": self.clock.now_ns() / 1e9,
-            "streams": self.stats.snapshot(),
+            "streams": streams,
             "sinks": self.sinks.counters(),
             **({"model": self.switch.counters()} if self.switch is not None else {}),
+            **({"control": self.control.counters()} if self.control is not None else {}),
             **({"events": self.tracker.counters()} if self.tracker is not None else {}),
             **({"history": self.store.counters()} if self.store is not None else {}),
             **({"snapshots": self.snapshots.counters()} if self.snapshots is not None else {}),

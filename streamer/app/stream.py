@@ -5,6 +5,13 @@ pushes them into the aligner; the stream's text (a source too) follows the other
 neither paces the stream nor keeps it running once they have ended. A ticker task emits
 windows whose deadline (``end + max_delay``) passes while the sources are silent. Both
 poll and submit under one lock, so windows leave in start order.
+
+:meth:`StreamPipeline.set_enabled` pauses a stream (``P/N/S/set/enabled OFF``): its
+source tasks are cancelled (each source closed, its modalities offline), the aligner
+hands over what it holds (cut at that instant: ``partial``) and the stream waits; ``ON``
+runs its source tasks afresh (the sources that had not ended), the aligner going on from
+where it was: the windows of the pause are empty ones, skipped like any other (no
+prediction, no ``seq``: not a loss). A file source opens again at its start.
 """
 
 from __future__ import annotations
@@ -88,6 +95,15 @@ class StreamPipeline:
         self._ended = asyncio.Event()
         self._open_sources = len(self.sources)
         self._text_task: asyncio.Task[None] | None = None
+        # pausing (set_enabled): the gate the source tasks wait behind, the tasks of the
+        # current run, the sources that have ended for good, the pause under way
+        self.enabled = True
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._running: list[asyncio.Task[None]] = []
+        self._done: set[int] = set()  # id() of each source that ended
+        self._pausing = False
+        self._paused = asyncio.Event()  # the pause asked for is complete (or the stream ended)
         if "text" in self.modalities:
             self.aligner.set_live("text", False)
 
@@ -104,13 +120,51 @@ class StreamPipeline:
     # -- the tasks -----------------------------------------------------------------------
     async def run(self) -> None:
         """Until every source has ended and the last window is handed over."""
-        async with asyncio.TaskGroup() as tg:
-            for i, src in enumerate(self.sources):
-                tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
-            if self.text is not None:
-                self._text_task = tg.create_task(self._read(self.text), name=f"{self.id}-text")
-            tg.create_task(self._tick(), name=f"{self.id}-ticker")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._feed(), name=f"{self.id}-sources")
+                tg.create_task(self._tick(), name=f"{self.id}-ticker")
+        finally:
+            self._paused.set()  # a pause waiting on an ended stream returns
         self._runner.forget(self.id)  # ended: its cache goes once its last window is out
+
+    async def set_enabled(self, on: bool) -> None:
+        """Pause (False) or resume (True) the stream; a pause returns once its sources are
+        closed and the aligner has handed over what it held."""
+        if on == self.enabled:
+            return
+        self.enabled = on
+        if on:
+            self._gate.set()
+            return
+        self._gate.clear()
+        self._paused.clear()
+        self._pausing = True
+        for t in self._running:
+            t.cancel()
+        if self._running:  # else: not started (or between runs): nothing to close
+            await self._paused.wait()
+
+    async def _feed(self) -> None:
+        """The source tasks, a run of them per enabled spell, until the sources end."""
+        while not self._ended.is_set():
+            await self._gate.wait()
+            if not self._gate.is_set():  # paused again before this task woke
+                continue
+            self._pausing = False
+            async with asyncio.TaskGroup() as tg:
+                for i, src in enumerate(self.sources):
+                    if id(src) not in self._done:
+                        self._running.append(
+                            tg.create_task(self._read(src), name=f"{self.id}-source-{i}")
+                        )
+                if self.text is not None:
+                    self._text_task = tg.create_task(self._read(self.text), name=f"{self.id}-text")
+                    self._running.append(self._text_task)
+            self._running.clear()
+            if self._pausing and not self._ended.is_set():
+                await self.flush()  # what it holds, cut now; the ticker sleeps on
+                self._paused.set()
 
     async def flush(self) -> None:
         """Shutdown: hand over every window still holding data; those not ready yet are
@@ -157,7 +211,10 @@ class StreamPipeline:
                     await backoff.sleep()
         finally:
             await src.close()
-            if src is not self.text:
+            if self._pausing:  # paused: offline, to be opened again on resume
+                self._online(src, False)
+            elif src is not self.text:
+                self._done.add(id(src))
                 self._online(src, False)
                 for m in src.modalities:
                     self.aligner.end(m)

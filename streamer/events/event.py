@@ -25,8 +25,8 @@ SCHEMA = "streamer.event/1"
 MODALITIES = ("video", "audio", "text")
 MessageType = Literal["new", "update", "end"]
 # why an event ended: its score stayed below off (cooldown), the node stopped, the
-# stream ended, or the model switched to one without the label
-EndReason = Literal["cooldown", "stopped", "stream_ended"]
+# stream ended, or the stream was paused (P/N/S/set/enabled OFF)
+EndReason = Literal["cooldown", "stopped", "stream_ended", "disabled"]
 
 
 def new_event_id() -> str:

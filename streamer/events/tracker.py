@@ -14,6 +14,12 @@ events (reason ``stream_ended`` / ``stopped``) and drops its state, and predicti
 come for it later are not tracked. A label is tracked only while it is arming or open:
 ``max_labels`` bounds that per stream (a tagging model's vocabulary is open). Listeners
 (:meth:`EventTracker.subscribe`: the sinks, later a store) get every transition in order.
+
+At run time (``P/N/S/set/events``) :meth:`EventTracker.configure` changes one stream's
+thresholds (a label's, or the defaults of all), validated as the config is; they apply
+from that stream's next window on, to its open and arming labels too. A paused stream
+(:meth:`EventTracker.pause`) ends its open events (reason ``disabled``) and tracks
+nothing until :meth:`EventTracker.resume`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from streamer.events.event import (
     MessageType,
     new_event_id,
 )
-from streamer.events.settings import EventsConfig, Thresholds
+from streamer.events.settings import EventsConfig, LabelOverride, Thresholds
 from streamer.predictions import Prediction
 
 Listener = Callable[[EventMessage], None]
@@ -63,6 +69,10 @@ class EventTracker:
         self._streams: dict[str, _Stream] = {}
         self._closed: set[str] = set()
         self._thresholds: dict[str, Thresholds] = {}
+        # streams whose thresholds were set at run time: their config, their cache
+        self._stream_cfg: dict[str, EventsConfig] = {}
+        self._stream_th: dict[str, dict[str, Thresholds]] = {}
+        self._paused: set[str] = set()
         self._listeners: list[Listener] = []
         self.counts: Counter[str] = Counter()  # opened, ended_<reason>, refused, ignored
 
@@ -78,7 +88,7 @@ class EventTracker:
     # -- the input -----------------------------------------------------------------------
     def observe(self, p: Prediction) -> list[EventMessage]:
         """Take one prediction (in window order per stream); the transitions it caused."""
-        if p.stream in self._closed:
+        if p.stream in self._closed or p.stream in self._paused:
             self.counts["ignored"] += 1
             return []
         st = self._streams.setdefault(p.stream, _Stream())
@@ -90,11 +100,12 @@ class EventTracker:
         for label in list(st.labels):
             self._step(st, label, scores.pop(label, 0.0), p, out)
         for label, score in scores.items():
-            if score >= self._th(label).on and self.cfg.tracks(label):
+            th = self._th(p.stream, label)
+            if score >= th.on and self.cfg.tracks(label):
                 if len(st.labels) >= self.cfg.max_labels:
                     self.counts["refused"] += 1
                     continue
-                st.labels[label] = _Label(self._th(label), self._candidate(p, label, t))
+                st.labels[label] = _Label(th, self._candidate(p, label, t))
                 self._step(st, label, score, p, out)
         self._emit(out)
         return out
@@ -110,6 +121,45 @@ class EventTracker:
         self._emit(out)
         return out
 
+    def pause(self, stream: str) -> list[EventMessage]:
+        """``stream`` is paused: end its open events (``disabled``); until :meth:`resume`
+        its predictions (the windows flushed at the pause) are not tracked."""
+        self._paused.add(stream)
+        st = self._streams.pop(stream, None)
+        out: list[EventMessage] = []
+        for s in st.labels.values() if st is not None else ():
+            if s.announced:
+                self._end(s, st.last_t if st is not None else s.event.start, "disabled", out)
+        self._emit(out)
+        return out
+
+    def resume(self, stream: str) -> None:
+        self._paused.discard(stream)
+
+    def config_of(self, stream: str) -> EventsConfig:
+        """The events config ``stream`` runs with (the node's, or what was set at run time)."""
+        return self._stream_cfg.get(stream, self.cfg)
+
+    def configure(self, stream: str, label: str | None, change: LabelOverride) -> EventsConfig:
+        """Set ``label``'s thresholds (None: the defaults of every label) on ``stream``
+        from its next window on; raises ``ValueError`` (pydantic's) when the result is not
+        a valid ``events:`` section (``off`` above ``on``, a label not in ``labels``)."""
+        base = self.config_of(stream)
+        fields = change.model_dump(exclude_none=True)
+        if label is None:
+            cfg = EventsConfig.model_validate({**base.model_dump(), **fields})
+        else:
+            old = base.overrides.get(label, LabelOverride()).model_dump(exclude_none=True)
+            overrides = {k: v.model_dump(exclude_none=True) for k, v in base.overrides.items()}
+            overrides[label] = {**old, **fields}
+            cfg = EventsConfig.model_validate({**base.model_dump(), "overrides": overrides})
+        self._stream_cfg[stream] = cfg
+        cache = self._stream_th[stream] = {}
+        st = self._streams.get(stream)
+        for name, s in st.labels.items() if st is not None else ():
+            s.th = cache[name] = cfg.thresholds(name)
+        return cfg
+
     def close_all(self, reason: EndReason) -> list[EventMessage]:
         out: list[EventMessage] = []
         for stream in list(self._streams):
@@ -117,10 +167,12 @@ class EventTracker:
         return out
 
     # -- the steps -----------------------------------------------------------------------
-    def _th(self, label: str) -> Thresholds:
-        th = self._thresholds.get(label)
+    def _th(self, stream: str, label: str) -> Thresholds:
+        cfg = self._stream_cfg.get(stream)
+        cache = self._thresholds if cfg is None else self._stream_th[stream]
+        th = cache.get(label)
         if th is None:
-            th = self._thresholds[label] = self.cfg.thresholds(label)
+            th = cache[label] = (cfg or self.cfg).thresholds(label)
         return th
 
     def _candidate(self, p: Prediction, label: str, t: float) -> LabelEvent:

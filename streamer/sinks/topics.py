@@ -12,6 +12,11 @@ Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``
     P/N/S/event/L             ON | OFF per event label (L: label_slug)    1 / retained
     P/N/S/snapshot            JPEG of the latest event's peak (binary)    1 / retained
     P/N/S/text                text input                                  subscribed
+    P/N/S/set/enabled         ON | OFF: resume | pause the stream         subscribed
+    P/N/S/enabled             ON | OFF, the echo                          1 / retained
+    P/N/S/set/events          JSON thresholds of the stream               subscribed
+    P/N/S/thresholds          JSON, the echo                              1 / retained
+    P/N/set/model             a checkpoint's path or a preset's name      subscribed
     P/N/stats                 stats JSON                                  0 / no
     D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
     D/binary_sensor/N/S_event_L/config  discovery of an event label       1 / retained
@@ -86,6 +91,16 @@ class Topics:
 
     def text(self, stream: str) -> str:
         return f"{self.base}/{stream}/text"
+
+    def set(self, stream: str, what: str) -> str:
+        """A stream's control input: ``what`` is ``enabled`` or ``events``."""
+        return f"{self.base}/{stream}/set/{what}"
+
+    def enabled(self, stream: str) -> str:
+        return f"{self.base}/{stream}/enabled"
+
+    def thresholds(self, stream: str) -> str:
+        return f"{self.base}/{stream}/thresholds"
 
     def ha_discovery(self, stream: str) -> str:
         return f"{self._discovery}/sensor/{self.node}/{stream}_label/config"
