@@ -93,6 +93,15 @@ def test_lights_rates_and_latency_follow_the_predictions_and_statuses() -> None:
     assert set(b.views) == {"cam", "ph"}
 
 
+def test_a_paused_stream_shows_as_not_enabled() -> None:
+    paused = {"ph"}
+    b = StreamBoard([("cam", ["video"], False), ("ph", ["video"], True)],
+                    enabled=lambda s: s not in paused)  # fmt: skip
+    assert [s["enabled"] for s in b.streams_json("n")["streams"]] == [True, False]
+    paused.clear()  # asked each time: set/enabled ON shows at the next refresh
+    assert [s["enabled"] for s in b.streams_json("n")["streams"]] == [True, True]
+
+
 def test_recent_ring_is_bounded_by_age_and_cap_and_counts_what_the_cap_pushed_out() -> None:
     b = StreamBoard([("cam", ["video"], False)])
     hop = RECENT_S / RECENT_MAX / 2  # the cap is reached before the age

@@ -301,9 +301,10 @@ class Node:
             for s in cfg.webrtc_streams
         ]
         board = StreamBoard(
-            (s.id, self._streams_by_id[s.id].modalities, "webrtc" in (s.video, s.audio))
-            for s in cfg.streams
-        )
+            [(s.id, self._streams_by_id[s.id].modalities, "webrtc" in (s.video, s.audio))
+             for s in cfg.streams],
+            enabled=self.is_enabled,
+        )  # fmt: skip
         web = WebServer(
             cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
             whip=whip, events=self.events, metrics=metrics, store=self.store,

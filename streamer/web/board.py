@@ -65,10 +65,13 @@ class StreamBoard(LocalSink):
         streams: Iterable[tuple[str, Iterable[Modality], bool]],
         *,
         now: Callable[[], float] = time.monotonic,
+        enabled: Callable[[str], bool] = lambda stream: True,
     ) -> None:
-        """``streams``: (id, its configured modalities, its video or audio is webrtc)."""
+        """``streams``: (id, its configured modalities, its video or audio is webrtc);
+        ``enabled``: False while a stream is paused (``P/N/S/set/enabled OFF``)."""
         self.views = {sid: StreamView(sid, list(mods), webrtc) for sid, mods, webrtc in streams}
         self.now = now
+        self.enabled = enabled
 
     def publish(self, event: Event) -> None:
         if isinstance(event, Prediction):
@@ -126,7 +129,7 @@ class StreamBoard(LocalSink):
             "modalities": self.lights(v),
             "windows_per_s": round(rate, 2),
             "latency_ms": round(statistics.median(ms for _, ms in recent), 1) if recent else None,
-            "enabled": True,
+            "enabled": self.enabled(v.id),
         }
 
     def streams_json(self, node: str) -> dict[str, Any]:

@@ -53,9 +53,11 @@ function card(s) {
   view.tagsEl = el("div", { className: "tags" });
   view.lightsEl = el("div", { className: "lights" });
   view.rateEl = el("div", { className: "rate" });
+  view.pausedEl = el("span", { className: "paused", textContent: "paused", hidden: true,
+    title: "P/N/S/set/enabled OFF: its sources are closed" });
   view.timeline = el("div", { className: "timeline" });
   view.root = el("article", { className: "card", id: `card-${s.id}` },
-    el("header", {}, el("h2", { textContent: s.id }), publish),
+    el("header", {}, el("h2", { textContent: s.id }, " ", view.pausedEl), publish),
     el("div", { className: "frame" }, view.img, view.placeholder),
     el("div", { className: "now" }, view.labelEl, view.scoreEl),
     view.tagsEl,
@@ -71,6 +73,8 @@ function showState(view, s) {
     el("span", { className: `light ${light}`, textContent: m, title: light })));
   const ms = s.latency_ms === null ? "-" : `${Math.round(s.latency_ms)} ms`;
   view.rateEl.textContent = `${s.windows_per_s.toFixed(1)} windows/s · ${ms}`;
+  view.pausedEl.hidden = s.enabled;
+  view.root.classList.toggle("disabled", !s.enabled);
 }
 
 function showLabel(view, label, score, tags) {
