@@ -221,6 +221,9 @@ def test_event_topics_of_removed_streams_and_labels_are_cleared() -> None:
     found = {
         topics.event("cam", "cat"): b"ON",
         topics.event("gone", "cat"): b"ON",
+        "streamer/n/gone/enabled": b"OFF",
+        "streamer/n/gone/thresholds": b"{}",
+        "streamer/n/cam/enabled": b"ON",
         topics.ha_event_discovery("cam", "cat"): sensor("cam", "cat"),
         topics.ha_event_discovery("cam", "dog"): sensor("cam", "dog"),  # no longer a label
         topics.ha_event_discovery("gone", "cat"): sensor("gone", "cat"),
@@ -228,7 +231,7 @@ def test_event_topics_of_removed_streams_and_labels_are_cleared() -> None:
         "homeassistant/binary_sensor/n/x_event_y/config": b'{"state_topic": "other/x"}',
     }
     assert stale_topics(topics, ["cam"], found, ["cat"]) == sorted([
-        topics.event("gone", "cat"),
+        topics.event("gone", "cat"), "streamer/n/gone/enabled", "streamer/n/gone/thresholds",
         topics.ha_event_discovery("cam", "dog"),
         topics.ha_event_discovery("gone", "cat"),
     ])  # fmt: skip

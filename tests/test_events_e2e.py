@@ -50,6 +50,17 @@ def latencies(events: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, f
     return out
 
 
+def live_config(node: str, url: str, stats_interval: float = 60.0, **extra: Any) -> dict[str, Any]:
+    """A node with one live AV-digits stream ``cam`` (seed ``SEED``) and events on."""
+    stream = {"id": "cam", "video": f"synthetic:avdigits?seed={SEED}",
+              "audio": f"synthetic:avdigits?seed={SEED}"}  # fmt: skip
+    return {
+        "node": node, "mqtt": {"url": url, "stats_interval": stats_interval},
+        "model": {"device": "cpu"}, "streams": [stream],
+        "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5}, **extra,
+    }  # fmt: skip
+
+
 def ended(base: str) -> Callable[[Recorder], bool]:
     """An event ended, and one opened after its truth changed."""
     return lambda r: (
@@ -64,19 +75,7 @@ async def test_a_live_stream_gives_events_on_and_off_and_discovery(
     schema = json.loads(
         resources.files("streamer.contract").joinpath("event.schema.json").read_text()
     )
-    cfg = {
-        "node": "ev",
-        "mqtt": {"url": mosquitto.url, "stats_interval": 60.0},
-        "model": {"device": "cpu"},
-        "streams": [
-            {
-                "id": "cam",
-                "video": f"synthetic:avdigits?seed={SEED}",
-                "audio": f"synthetic:avdigits?seed={SEED}",
-            }
-        ],  # fmt: skip
-        "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5},
-    }
+    cfg = live_config("ev", mosquitto.url)
     async with recording(mosquitto.port, [f"{base}/#", "homeassistant/#"]) as rec:
         async with run_node(tmp_path, cfg, mosquitto.port) as run:
             await rec.until_true(ended(base))

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from conftest import Mosquitto, free_port
 from e2e_helpers import run_node
-from test_events_e2e import SEED, events
+from test_events_e2e import events, live_config
 from test_mqtt_discovery import Recorder, recording
 
 from streamer.history import db as sql
@@ -53,21 +53,11 @@ async def test_a_live_nodes_events_are_served_and_kept(
 ) -> None:
     base, port = "streamer/hist", free_port()
     (tmp_path / "token").write_text("t0ken\n")
-    cfg = {
-        "node": "hist",
-        "mqtt": {"url": mosquitto.url, "stats_interval": 1.0},
-        "model": {"device": "cpu"},
-        "http": {"listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")},
-        "streams": [
-            {
-                "id": "cam",
-                "video": f"synthetic:avdigits?seed={SEED}",
-                "audio": f"synthetic:avdigits?seed={SEED}",
-            }
-        ],  # fmt: skip
-        "events": {"on": 0.5, "off": 0.3, "min_windows": 2, "cooldown_s": 0.5},
-        "history": {"dir": str(tmp_path / "history")},
-    }
+    cfg = live_config(
+        "hist", mosquitto.url, 1.0,
+        http={"listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")},
+        history={"dir": str(tmp_path / "history")},
+    )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api/events"
     async with recording(mosquitto.port, [f"{base}/#"]) as rec:
         async with run_node(tmp_path, cfg, mosquitto.port) as run:

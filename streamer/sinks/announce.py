@@ -60,6 +60,7 @@ MAX_CONFIG = 65_536  # bytes of a discovery payload worth parsing
 def scan_filters(topics: Topics) -> list[str]:
     base = topics.base
     filters = [f"{base}/+/label", f"{base}/+/status/+", f"{base}/+/available"]
+    filters += [f"{base}/+/enabled", f"{base}/+/thresholds"]
     filters += [f"{base}/+/event/+", f"{base}/+/snapshot"]
     if topics.discovery_prefix is not None:
         dp = topics.discovery_prefix
@@ -69,21 +70,12 @@ def scan_filters(topics: Topics) -> list[str]:
     return filters
 
 
-def _state_topic(payload: bytes) -> str | None:
+def _config_topic(payload: bytes, key: str = "state_topic") -> str | None:
+    """The topic under ``key`` in a discovery payload, if it is one."""
     if len(payload) > MAX_CONFIG:
         return None
     try:
-        state = json.loads(payload).get("state_topic")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return state if isinstance(state, str) else None
-
-
-def _image_topic(payload: bytes) -> str | None:
-    if len(payload) > MAX_CONFIG:
-        return None
-    try:
-        topic = json.loads(payload).get("image_topic")
+        topic = json.loads(payload).get(key)
     except (ValueError, AttributeError, RecursionError):
         return None
     return topic if isinstance(topic, str) else None
@@ -91,7 +83,7 @@ def _image_topic(payload: bytes) -> str | None:
 
 def _own_stream(topics: Topics, payload: bytes) -> str | None:
     """The stream a discovery payload belongs to, if its state topic is this node's."""
-    state = _state_topic(payload)
+    state = _config_topic(payload)
     head, tail = f"{topics.base}/", "/label"
     if state is None or not state.startswith(head) or not state.endswith(tail):
         return None
@@ -102,7 +94,7 @@ def _own_stream(topics: Topics, payload: bytes) -> str | None:
 def _own_event(topics: Topics, payload: bytes) -> tuple[str, str] | None:
     """(stream, label slug) of a binary sensor's payload whose state topic is this node's
     ``P/N/S/event/L``."""
-    state = _state_topic(payload)
+    state = _config_topic(payload)
     head = f"{topics.base}/"
     if state is None or not state.startswith(head):
         return None
@@ -132,7 +124,7 @@ def stale_topics(
     for topic in sorted(found):
         if topic.startswith(base):
             parts = topic[len(base) :].split("/")
-            own = parts[1:] in (["label"], ["available"]) or (
+            own = parts[1:] in (["label"], ["available"], ["enabled"], ["thresholds"]) or (
                 len(parts) == 3 and parts[1] in ("status", "event")
             )
             if own and ID_RE.match(parts[0]) and parts[0] not in keep:
@@ -142,7 +134,7 @@ def stale_topics(
         elif dp is not None and topic.startswith(idp):
             name = topic[len(idp) :].removesuffix("_snapshot/config")
             if (ID_RE.match(name) and topic == topics.ha_image_discovery(name)
-                    and _image_topic(found[topic]) == topics.snapshot(name)
+                    and _config_topic(found[topic], "image_topic") == topics.snapshot(name)
                     and name not in snapping):  # fmt: skip
                 stale.append(topic)
         elif dp is not None and topic.startswith(bdp):
