@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -253,6 +254,16 @@ async def test_dashboard_shows_every_stream_live(tmp_path: Path, mosquitto: Mosq
             f"{LIVE}.every((v, i) => v.predictions > {first}[i])", 30, "the labels update"
         )
         shot = await page.screenshot("dashboard.png")
+        # a stream paused over MQTT (P/N/S/set/enabled OFF) shows so on its card
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.publish("streamer/dash/yard/set/enabled", b"OFF", qos=1)
+        await page.until(
+            "document.querySelector('#card-yard.disabled .paused:not([hidden])') !== null"
+            " && document.querySelector('#card-yard .light.offline') !== null"
+            " && document.querySelector('#card-hall.disabled') === null",
+            20,
+            "yard paused, its lights offline, hall not",
+        )
     assert seen["node"] == "dash"
     assert seen["cards"] == ["hall", "yard", "phone"]
     assert all(lab in [str(d) for d in range(10)] for lab in seen["labels"][:2]), seen
