@@ -208,3 +208,36 @@ def test_thresholds_set_at_run_time_apply_to_one_stream_from_its_next_window() -
     assert tracker.observe(_prediction("x", 0.95, 2.0)) == []  # paused: not tracked
     tracker.resume("x")
     assert [m.type for m in tracker.observe(_prediction("x", 0.95, 2.5))] == ["new"]
+
+
+async def test_a_model_loading_does_not_hold_up_set_enabled_and_the_last_request_wins(
+    mosquitto: Mosquitto, loaded: LoadedModel
+) -> None:
+    base = "streamer/slow"
+    async with (
+        recording(mosquitto.port, [f"{base}/#"]) as rec,
+        running(config(mosquitto, "slow"), loaded) as node,
+    ):
+        await rec.until_true(lambda r: r.payloads(f"{base}/a/enabled") == [b"ON"])
+        assert node.control is not None
+        started, release = asyncio.Event(), asyncio.Event()
+        asked: list[bytes] = []
+
+        async def slow_load(payload: bytes) -> bool:  # a load that takes until released
+            asked.append(payload)
+            started.set()
+            await release.wait()
+            return False
+
+        node.control.switch.request = slow_load  # type: ignore[method-assign]
+        await publish(mosquitto.port, f"{base}/set/model", b"/first")
+        await asyncio.wait_for(started.wait(), 30)
+        for later in (b"/second", b"/third"):  # wait behind the load: the last one wins
+            await publish(mosquitto.port, f"{base}/set/model", later)
+        await publish(mosquitto.port, f"{base}/a/set/enabled", b"OFF")
+        await rec.until(f"{base}/a/enabled", b"OFF")  # while the load still runs
+        assert asked == [b"/first"] and not node.is_enabled("a")
+        release.set()
+        await rec.until_true(lambda r: len(asked) == 2)
+        assert asked == [b"/first", b"/third"]
+        assert node.snapshot()["control"]["model_replaced"] == 1

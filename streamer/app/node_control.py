@@ -19,13 +19,16 @@ connection subscribes, then publishes a marker to a topic of its own
 (``P/N/_sync/<client id>``) and takes the retained messages as delivered when the marker
 comes back (the broker sends them in order). A payload that is not valid changes
 nothing: counted (stats ``control``) and logged in one line (an invalid ``set/enabled``
-once per stream). Whoever may publish to ``set/`` controls the node: the broker's ACL
-decides (README, ``configs/mosquitto-acl.conf``).
+once per stream). A model loads in a task of its own, so ``set/enabled`` and
+``set/events`` are not held up by it; a ``set/model`` still waiting behind a load is
+replaced by a newer one (``model_replaced``). Whoever may publish to ``set/`` controls
+the node: the broker's ACL decides (README, ``configs/mosquitto-acl.conf``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -86,6 +89,10 @@ class NodeControl:
         self.ready = asyncio.Event()  # the retained control state has been applied
         self.counts: Counter[str] = Counter()
         self._warned: set[str] = set()  # streams whose invalid set/enabled was logged
+        # set/model loads off this loop's receive path, so set/enabled and set/events are
+        # not held up by a load: one task, and the newest request waiting (the last wins)
+        self._model_task: asyncio.Task[None] | None = None
+        self._model_wanted: bytes | None = None
 
     async def __aenter__(self) -> Self:
         await self._conn.__aenter__()
@@ -93,6 +100,11 @@ class NodeControl:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._conn.__aexit__(*exc)
+        task, self._model_task = self._model_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def counters(self) -> dict[str, int]:
         return dict(self.counts)
@@ -128,7 +140,7 @@ class NodeControl:
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             topic = message.topic.value
             if topic == self.topic:
-                await self.switch.request(data)
+                self._model(data)
             elif topic == self._sync:
                 for sid in self.streams:
                     await self._echo(client, sid)
@@ -141,6 +153,20 @@ class NodeControl:
                     await self._enabled(client, sid, data)
                 elif what == "events":
                     await self._events(client, sid, data)
+
+    def _model(self, data: bytes) -> None:
+        """A ``set/model`` request: loaded by the one model task; a request still waiting
+        behind a load is replaced by a newer one (counted)."""
+        if self._model_wanted is not None:
+            self.counts["model_replaced"] += 1
+        self._model_wanted = data
+        if self._model_task is None or self._model_task.done():
+            self._model_task = asyncio.create_task(self._switch_models(), name="model-switch")
+
+    async def _switch_models(self) -> None:
+        while self._model_wanted is not None:
+            data, self._model_wanted = self._model_wanted, None
+            await self.switch.request(data)
 
     async def _echo(self, client: aiomqtt.Client, sid: str) -> None:
         on = self.streams[sid].enabled
