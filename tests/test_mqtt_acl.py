@@ -83,6 +83,7 @@ async def _scenario(tmp_path: Path, broker: Mosquitto) -> None:
     secret.chmod(0o600)
     cfg: dict[str, Any] = node_config(broker.url, NODE, {"cam": SYNTH})
     cfg["mqtt"].update(username="streamer", password_file=str(secret))
+    cfg["events"] = {}  # its binary sensors and snapshot image go through the ACL too
     (run_dir := tmp_path / "run").mkdir()
     discovery = f"homeassistant/sensor/{NODE}/cam_label/config"
     state = [f"{BASE}/available", f"{BASE}/cam/available", f"{BASE}/cam/label"]
@@ -106,7 +107,9 @@ async def _scenario(tmp_path: Path, broker: Mosquitto) -> None:
                     await intruder.publish(topic, b"offline", qos=1, retain=True)
                 await intruder.publish(discovery, b"", qos=1, retain=True)
         after = await read_back(broker.port, [*state, discovery])
-        assert after == before
+        label = f"{BASE}/cam/label"  # the node's own label may change in between
+        assert {**after, label: b""} == {**before, label: b""}
+        assert after[label] != b"offline"
 
         # a text sender's event lands in a window: send one per prediction until it shows
         seen = 0
@@ -117,7 +120,30 @@ async def _scenario(tmp_path: Path, broker: Mosquitto) -> None:
                     await sender.publish(f"{BASE}/cam/text", b"seven", qos=1)
                 traffic.changed.clear()
                 await traffic.changed.wait()
+
+        # the node's other discovery configs went through its ACL lines
+        more = [f"homeassistant/binary_sensor/{NODE}/cam_event_7/config",
+                f"homeassistant/image/{NODE}/cam_snapshot/config",
+                f"homeassistant/switch/{NODE}/cam_enabled/config"]  # fmt: skip
+        assert set(await read_back(broker.port, more)) == set(more)
+        # set/enabled: a text sender may not pause the stream; Home Assistant's switch may
+        enabled = f"{BASE}/cam/enabled"
+        async with as_user(broker.port, "text") as intruder:
+            await intruder.publish(f"{BASE}/cam/set/enabled", b"OFF", qos=1)
+        async with as_user(broker.port, "homeassistant") as ha:  # an invalid one marks when
+            await ha.publish(f"{BASE}/cam/set/enabled", b"MARK", qos=1)  # the OFF was past
+        await traffic.until(lambda t: "is neither ON nor OFF" in run.log.read_text(), T)
+        assert "paused (set/enabled OFF)" not in run.log.read_text()
+        async with as_user(broker.port, "homeassistant") as ha:
+            await ha.publish(f"{BASE}/cam/set/enabled", b"OFF", qos=1)
+            await ha.publish(f"{BASE}/cam/set/enabled", b"ON", qos=1)
+        resumed = "resumed (set/enabled ON)"
+        await traffic.until(
+            lambda t: t.retained_last.get(enabled) == "ON" and resumed in run.log.read_text(), T
+        )
     assert run.rc == 0, run.log.read_text()
+    log = run.log.read_text()
+    assert log.count("paused (set/enabled OFF)") == 1, log  # Home Assistant's
     end = await read_back(broker.port, [f"{BASE}/available"])
     assert end == {f"{BASE}/available": b"stopped"}  # its clean exit, through the ACL
     assert json.loads(before[discovery])["state_topic"] == f"{BASE}/cam/label"

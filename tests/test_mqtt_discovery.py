@@ -121,11 +121,12 @@ async def recording(port: int, filters: list[str]) -> AsyncIterator[Recorder]:
 
 
 def discovery_configs(traffic: Traffic) -> dict[str, dict[str, Any]]:
-    """Discovery topic -> config, from what a node's collector saw last on each."""
+    """Discovery topic -> config of the label sensors, from what a node's collector saw
+    last on each (the enabled switches are checked on their own)."""
     return {
         t: json.loads(p)
         for t, p in traffic.retained_last.items()
-        if t.startswith("homeassistant/") and p
+        if t.startswith("homeassistant/sensor/") and p
     }
 
 
@@ -151,10 +152,12 @@ async def test_a_stream_removed_from_the_config_is_cleared_at_the_next_start(
     assert run.rc == 0, run.log.read_text()
     filters = [f"{base}/#", "homeassistant/#"]
     before = await retained_now(mosquitto.port, filters)
-    gone_config = [t for t, p in before.items() if t.startswith("homeassistant/")
-                   and json.loads(p)["state_topic"] == f"{base}/gone/label"]  # fmt: skip
+    gone_config = sorted(t for t, p in before.items() if t.startswith("homeassistant/")
+                         and json.loads(p)["state_topic"].startswith(f"{base}/gone/"))  # fmt: skip
     gone = sorted(t for t in before if t.startswith(f"{base}/gone/"))  # what it left
-    assert len(gone_config) == 1
+    assert gone_config == [  # its label sensor and its enabled switch
+        "homeassistant/sensor/rm/gone_label/config", "homeassistant/switch/rm/gone_enabled/config"
+    ]  # fmt: skip
     assert {f"{base}/gone/label", f"{base}/gone/status/video"} <= set(gone), gone
 
     (second := tmp_path / "second").mkdir()
@@ -169,7 +172,7 @@ async def test_a_stream_removed_from_the_config_is_cleared_at_the_next_start(
     assert any(json.loads(p)["state_topic"] == f"{base}/keep/label"
                for t, p in after.items() if t.startswith("homeassistant/"))  # fmt: skip
     log = run.log.read_text()
-    assert log.count(f"cleared {len(gone) + 1} retained topics") == 1, log
+    assert log.count(f"cleared {len(gone) + len(gone_config)} retained topics") == 1, log
 
 
 async def test_each_stream_has_its_own_availability(tmp_path: Path, mosquitto: Mosquitto) -> None:
@@ -209,7 +212,9 @@ async def test_discovery_goes_out_once_per_start(tmp_path: Path, mosquitto: Mosq
         assert run.rc == 0, run.log.read_text()
         await rec.until(f"{base}/available", b"stopped")  # the node's last message
     discovery = [t for t, _ in rec.messages if t.startswith("homeassistant/")]
-    assert len(discovery) == 1, discovery
+    assert discovery == [  # once each: the label sensor, the enabled switch
+        "homeassistant/sensor/once/cam_label/config", "homeassistant/switch/once/cam_enabled/config"
+    ], discovery  # fmt: skip
     # and every retained state topic went once per value it took, not once more
     assert rec.count(f"{base}/cam/available") == 2  # online, stopped
 
@@ -228,9 +233,13 @@ async def test_ids_with_underscores_get_their_own_discovery_topic_and_unique_id(
             await a.traffic.until(lambda t: "streamer/a/b_c/label" in by_state_topic(t), T)
     assert (ab.rc, a.rc) == (0, 0), a.log.read_text() + ab.log.read_text()
     got = await retained_now(mosquitto.port, ["homeassistant/#"])
-    configs = [json.loads(p) for p in got.values()]
+    configs = [json.loads(p) for t, p in got.items() if t.startswith("homeassistant/sensor/")]
     assert {c["state_topic"] for c in configs} == want, got  # neither overwrote the other
     assert len({c["unique_id"] for c in configs}) == 2
+    switches = [json.loads(p) for t, p in got.items() if t.startswith("homeassistant/switch/")]
+    assert {c["command_topic"] for c in switches} == {
+        "streamer/a_b/c/set/enabled", "streamer/a/b_c/set/enabled"}  # fmt: skip
+    assert len({c["unique_id"] for c in switches}) == 2
 
 
 async def test_the_0_1_0_discovery_topic_of_a_stream_is_cleared_and_no_other_node_s(
@@ -254,7 +263,8 @@ async def test_the_0_1_0_discovery_topic_of_a_stream_is_cleared_and_no_other_nod
     got = await retained_now(mosquitto.port, ["homeassistant/#"])
     assert own not in got
     assert json.loads(got[other]) == theirs
-    assert {json.loads(p)["state_topic"] for t, p in got.items() if t != other} == {
+    sensors = {t: p for t, p in got.items() if t.startswith("homeassistant/sensor/")}
+    assert {json.loads(p)["state_topic"] for t, p in sensors.items() if t != other} == {
         "streamer/up/cam/label",
         "streamer/up/x_y/label",
     }
@@ -281,7 +291,9 @@ async def test_the_discovery_prefix_is_configurable_and_null_turns_discovery_off
             assert run.rc == 0, run.log.read_text()
             await rec.until(f"streamer/{node}/available", b"stopped")
         topics = {t for t, _ in rec.messages if node in t and not t.startswith("streamer/")}
-        assert topics == ({f"{prefix}/sensor/{node}/cam_label/config"} if prefix else set())
+        want = {f"{prefix}/sensor/{node}/cam_label/config",
+                f"{prefix}/switch/{node}/cam_enabled/config"}  # fmt: skip
+        assert topics == (want if prefix else set())
 
 
 def test_a_bad_discovery_prefix_exits_2_naming_the_field(tmp_path: Path) -> None:
@@ -327,6 +339,8 @@ async def test_with_workers_a_dead_worker_s_streams_go_offline_and_discovery_goe
     assert discovery == [  # by the supervisor, for every stream, once
         "homeassistant/sensor/mw/s0_label/config",
         "homeassistant/sensor/mw/s1_label/config",
+        "homeassistant/switch/mw/s0_enabled/config",
+        "homeassistant/switch/mw/s1_enabled/config",
     ]
 
 

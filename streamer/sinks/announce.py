@@ -14,7 +14,7 @@ Run by the process that owns the node's ``available`` (a node on its own, or the
          longer in the config, and to the 0.1.0 discovery topics of this node; MAX_CLEAR
          at most, one log line with the count
       -> publish the discovery config of every configured stream (its label sensor, a
-         binary sensor per event label, and an image where it has snapshots)
+         binary sensor per event label, an image where it has snapshots, and a switch)
 
 A discovery config is cleared only when its ``state_topic`` is this node's own
 ``P/N/S/label``: a 0.1.0 topic ``D/sensor/a_b_c/label/config`` can belong to node ``a``
@@ -40,7 +40,12 @@ import aiomqtt
 
 from streamer.config import ID_RE, MqttConfig
 from streamer.mqttconn import reconnect_forever
-from streamer.sinks.discovery import ha_event_config, ha_image_config, ha_label_config
+from streamer.sinks.discovery import (
+    ha_event_config,
+    ha_image_config,
+    ha_label_config,
+    ha_switch_config,
+)
 from streamer.sinks.mqtt import MqttPublisher
 from streamer.sinks.topics import Topics, label_slug
 
@@ -67,6 +72,7 @@ def scan_filters(topics: Topics) -> list[str]:
         filters += [f"{dp}/sensor/{topics.node}/+/config", f"{dp}/sensor/+/label/config"]
         filters.append(f"{dp}/binary_sensor/{topics.node}/+/config")
         filters.append(f"{dp}/image/{topics.node}/+/config")
+        filters.append(f"{dp}/switch/{topics.node}/+/config")
     return filters
 
 
@@ -121,6 +127,7 @@ def stale_topics(
     dp = f"{topics.discovery_prefix}/sensor/" if topics.discovery_prefix is not None else None
     bdp = f"{topics.discovery_prefix}/binary_sensor/{topics.node}/"
     idp = f"{topics.discovery_prefix}/image/{topics.node}/"
+    sdp = f"{topics.discovery_prefix}/switch/{topics.node}/"
     for topic in sorted(found):
         if topic.startswith(base):
             parts = topic[len(base) :].split("/")
@@ -130,6 +137,12 @@ def stale_topics(
             if own and ID_RE.match(parts[0]) and parts[0] not in keep:
                 stale.append(topic)
             elif parts[1:] == ["snapshot"] and ID_RE.match(parts[0]) and parts[0] not in snapping:
+                stale.append(topic)
+        elif dp is not None and topic.startswith(sdp):
+            name = topic[len(sdp) :].removesuffix("_enabled/config")
+            if (ID_RE.match(name) and topic == topics.ha_switch_discovery(name)
+                    and _config_topic(found[topic]) == topics.enabled(name)
+                    and name not in keep):  # fmt: skip
                 stale.append(topic)
         elif dp is not None and topic.startswith(idp):
             name = topic[len(idp) :].removesuffix("_snapshot/config")
@@ -274,6 +287,9 @@ class Announcer:
         for s in self.snapshot_streams:
             image = ha_image_config(self.topics, self.topics.node, s)
             self.publisher.set_retained(self.topics.ha_image_discovery(s), json.dumps(image))
+        for s in self.streams:
+            switch = ha_switch_config(self.topics, self.topics.node, s)
+            self.publisher.set_retained(self.topics.ha_switch_discovery(s), json.dumps(switch))
 
 
 @contextlib.asynccontextmanager

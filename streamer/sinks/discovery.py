@@ -89,3 +89,22 @@ def ha_image_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
         **_available_and_device(topics, node, stream),
         "icon": "mdi:camera",
     }
+
+
+def ha_switch_config(topics: Topics, node: str, stream: str) -> dict[str, Any]:
+    """The ``switch`` of a stream: on while it runs, off while paused; Home Assistant
+    turns it by ``P/N/S/set/enabled``, retained, so a pause holds across the node's
+    restarts (its ACL user needs write on that topic)."""
+    return {
+        "name": f"{stream} enabled",
+        "unique_id": f"streamer/{node}/{stream}/enabled",
+        "command_topic": topics.set(stream, "enabled"),
+        "state_topic": topics.enabled(stream),
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "state_on": "ON",
+        "state_off": "OFF",
+        "retain": True,
+        **_available_and_device(topics, node, stream),
+        "icon": "mdi:play-pause",
+    }

@@ -21,6 +21,7 @@ Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``
     D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
     D/binary_sensor/N/S_event_L/config  discovery of an event label       1 / retained
     D/image/N/S_snapshot/config         discovery of the snapshot image   1 / retained
+    D/switch/N/S_enabled/config         discovery of the enabled switch   1 / retained
 
 Node and stream ids match ``[A-Za-z0-9_-]+``, the alphabet Home Assistant allows in a
 discovery topic's ``node_id`` and ``object_id``: no character is left to separate two ids
@@ -111,6 +112,9 @@ class Topics:
 
     def ha_image_discovery(self, stream: str) -> str:
         return f"{self._discovery}/image/{self.node}/{stream}_snapshot/config"
+
+    def ha_switch_discovery(self, stream: str) -> str:
+        return f"{self._discovery}/switch/{self.node}/{stream}_enabled/config"
 
     def ha_legacy(self, stream: str) -> str:
         """The discovery topic of 0.1.0 (ambiguous; cleared at start, never published)."""
