@@ -3,7 +3,7 @@ real Mosquitto, with ``http:`` (a token) and ``history.dir``. An event that ende
 is served by ``/api/events`` and ``/api/events/{id}`` (not without the token), the stats
 message counts the history, and after a stop the file holds every event the node
 announced, each ended (what was open at the stop: ``stopped``). An event's snapshot is
-served with it, the JPEG that ``P/N/S/snapshot`` carried for it.
+served with it.
 
 Every wait is on a message or polls with a deadline.
 """
@@ -20,6 +20,7 @@ from conftest import Mosquitto, free_port
 from e2e_helpers import run_node
 from test_events_e2e import events, live_config
 from test_mqtt_discovery import Recorder, recording
+from test_snapshots import decode
 
 from streamer.history import db as sql
 from streamer.history.settings import HistoryConfig
@@ -77,8 +78,8 @@ async def test_a_live_nodes_events_are_served_and_kept(
                 async with http.get(f"http://127.0.0.1:{port}{one['snapshot']}?token=t0ken") as r:
                     assert r.status == 200 and r.content_type == "image/jpeg"
                     jpeg = await r.read()
-                assert jpeg[:2] == b"\xff\xd8"
-                await rec.until_true(lambda r: jpeg in r.payloads(f"{base}/cam/snapshot"))
+                assert decode(jpeg).shape[2] == 3  # a picture (what MQTT carried may be
+                # a newer one: the outbox keeps only a stream's newest unsent snapshot)
                 async with http.get(api) as r:
                     assert r.status == 401
             await rec.until_true(lambda r: history_stats(r, base) is not None)

@@ -139,6 +139,7 @@ async def test_a_sigkill_during_an_outage_loses_at_most_the_last_second(tmp_path
         await sub.until(lambda s: all(old[st] <= s.seqs[(run1, st)] for st in old), 60)
         lost = {st: sorted({q for q, _ in v} - sub.seqs[(run1, st)]) for st, v in made.items()}
         print(f"after a SIGKILL in an outage: lost {lost} (made in its last second)")
+        await sub.until(lambda s: any(r != run1 for r, _ in s.seqs), 60)  # its own, too
         proc2.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc2.wait(), 60) == 0, log2.read_text()[-3000:]
         assert "spooled messages from" in log2.read_text()
