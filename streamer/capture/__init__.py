@@ -7,7 +7,3 @@ the node reads them through :class:`.process.ProcessSource`, a Source like any o
 A decoder that crashes or hangs takes only its process: the stream reopens it with its
 backoff, and the other streams never notice.
 """
-
-from streamer.capture.process import ProcessSource
-
-__all__ = ["ProcessSource"]
