@@ -42,7 +42,6 @@ class OffsetClock:
         return self.offset_ns + time.monotonic_ns()
 
 
-
 class SetClock:
     """A clock that reads what it was set to: time for offline replays, which must not
     depend on when they run."""

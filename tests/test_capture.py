@@ -136,7 +136,9 @@ def test_dead_or_stalled_child_raises_and_reopens(tmp_path: Path, how: str) -> N
             assert pid is not None
             os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
             t0 = time.monotonic()
-            with pytest.raises(SourceError, match="killed by SIGKILL" if how == "kill" else "stalled"):
+            with pytest.raises(
+                SourceError, match="killed by SIGKILL" if how == "kill" else "stalled"
+            ):
                 while True:  # the items it wrote before, then the error
                     await _recv_within(src, 10)
             assert src.restarts == 1

@@ -1,10 +1,11 @@
 """The capture process: one :class:`~streamer.sources.av.AVSource` decoding into a ring.
 
-Started as ``python -m streamer.capture`` (a fresh interpreter, as the spawn
-context would, but without re-importing the node's main module: the node has torch
-and threads, and a fork of it would carry both), it attaches the parent's :class:`~.ring.ShmRing`, opens the source and runs
-its demuxer loop in the main thread (:meth:`AVSource.serve`), converted items going to
-the ring instead of the event loop (:class:`RingSink`). Around it:
+Started as ``python -m streamer.capture`` (a fresh interpreter, as the spawn context
+would, but without re-importing the node's main module: the node has torch and
+threads, and a fork of it would carry both), it attaches the parent's
+:class:`~.ring.ShmRing`, opens the source and runs its demuxer loop in the main
+thread (:meth:`AVSource.serve`), converted items going to the ring instead of the
+event loop (:class:`RingSink`). Around it:
 
 * the wake pipe: one byte per item (non-blocking; a full pipe already wakes the node);
 * the control pipe: the parent's ``stop``, and back ``ready`` / ``open-error`` /
@@ -22,16 +23,17 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import select
 import signal
-import threading
+import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 
 import numpy as np
+import numpy.typing as npt
 
 from models.spec import ModelSpec
 from streamer.capture.ring import AUDIO, BEAT, CORRUPT, SKIPPED, STALE, VIDEO, ShmRing
@@ -95,7 +97,7 @@ class RingSink:
                 self._write(AUDIO, pts, len(piece), piece)
         return not self._stop.is_set()
 
-    def _write(self, kind: int, pts: int, n: int, data: np.ndarray) -> None:  # type: ignore[type-arg]
+    def _write(self, kind: int, pts: int, n: int, data: npt.NDArray[np.generic]) -> None:
         if self._space is not None:
             while self.ring.full() and not self._stop.is_set():
                 ready, _, _ = select.select([self._space], [], [], BEAT_S)

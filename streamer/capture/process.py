@@ -65,7 +65,11 @@ class ProcessSource:
         scheme = url.split(":", 1)[0]
         if scheme not in SCHEMES:
             raise SourceOpenError(url, f"unsupported scheme {scheme!r} for a capture process")
-        mods: set[Modality] = {m for m, on in (("video", video), ("audio", audio)) if on}
+        mods: set[Modality] = set()
+        if video:
+            mods.add("video")
+        if audio:
+            mods.add("audio")
         self.modalities: frozenset[Modality] = frozenset(mods)
         is_file = scheme == "file"
         self.live = realtime or not is_file  # as AVSource decides
@@ -140,10 +144,7 @@ class ProcessSource:
         argv = [sys.executable, "-m", "streamer.capture", self._ring.name, str(wake_w),
                 "-" if space_r is None else str(space_r), str(ctrl_child.fileno())]  # fmt: skip
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=fds)
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(self._params.to_json().encode())
-            self._proc.stdin.close()
+            self._proc = await asyncio.to_thread(_spawn, argv, fds, self._params.to_json())
             self._pidfd = os.pidfd_open(self._proc.pid)
         finally:
             for fd in (wake_w, space_r):  # the child's ends
@@ -253,11 +254,11 @@ class ProcessSource:
                 )
             await self._wait(min(left, BEAT_S * 2) if not self.live else left)
 
-    async def _wait(self, timeout: float) -> None:
+    async def _wait(self, seconds: float) -> None:
         assert self._loop is not None
         fut = self._waiter = self._loop.create_future()
         try:
-            await asyncio.wait_for(fut, timeout)
+            await asyncio.wait_for(fut, seconds)
         except TimeoutError:
             pass
         finally:
@@ -300,9 +301,17 @@ class ProcessSource:
         return f"exited ({code})"
 
 
+def _spawn(argv: list[str], fds: list[int], params: str) -> subprocess.Popen[bytes]:
+    """Start the child (a fork and exec: off the loop) and hand it its params."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=fds)
+    assert proc.stdin is not None
+    proc.stdin.write(params.encode())
+    proc.stdin.close()
+    return proc
 
-async def _join(proc: subprocess.Popen[bytes], timeout: float) -> None:
+
+async def _join(proc: subprocess.Popen[bytes], seconds: float) -> None:
     try:
-        await asyncio.to_thread(proc.wait, timeout)
+        await asyncio.to_thread(proc.wait, seconds)
     except subprocess.TimeoutExpired:
         pass

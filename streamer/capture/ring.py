@@ -35,15 +35,17 @@ SLOT_HEADER = 4  # SEQ, KIND, PTS_NS, N
 SEQ, KIND, PTS, N = range(SLOT_HEADER)
 VIDEO, AUDIO = 1, 2
 
-Slot = tuple[int, int, npt.NDArray[np.uint8] | npt.NDArray[np.float32]]  # kind, pts, data
+Slot = tuple[int, int, npt.NDArray[np.generic]]  # kind, pts, data (uint8 or float32)
 
 
 class ShmRing:
-    def __init__(self, shm: shared_memory.SharedMemory | None, buf: mmap.mmap | None = None) -> None:
+    def __init__(
+        self, shm: shared_memory.SharedMemory | None, buf: mmap.mmap | None = None
+    ) -> None:
         self.shm = shm  # the owner's; a child maps the segment by name (``buf``)
         self.owner = shm is not None
         self._map = buf
-        self.buf = shm.buf if shm is not None else memoryview(buf)  # type: ignore[arg-type]
+        self.buf: memoryview = shm.buf if shm is not None else memoryview(buf)  # type: ignore[arg-type,assignment]
         self._h: npt.NDArray[np.int64] = np.ndarray((HEADER,), np.int64, self.buf)
         self.slots = int(self._h[SLOTS])
         self.payload = int(self._h[PAYLOAD])
@@ -136,11 +138,11 @@ class ShmRing:
             if int(slot[SEQ]) != t:
                 continue  # overwritten since HEAD was read: look again
             kind, pts, n = int(slot[KIND]), int(slot[PTS]), int(slot[N])
-            data: npt.NDArray[np.uint8] | npt.NDArray[np.float32]
+            data: npt.NDArray[np.generic]
             if kind == VIDEO:
                 data = self._data(i, np.uint8, n * n * 3).reshape(n, n, 3).copy()
             else:
-                data = self._data(i, np.float32, n).copy()  # type: ignore[assignment]
+                data = self._data(i, np.float32, n).copy()
             if int(slot[SEQ]) != t:  # written over while copied: torn, lost
                 self.dropped += 1
                 self._h[TAIL] = t + 1

@@ -27,7 +27,6 @@ from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 
-
 log = logging.getLogger(__name__)
 Capture = Literal["thread", "process"]
 
