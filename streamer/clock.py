@@ -25,6 +25,21 @@ class NodeClock:
     def now_ns(self) -> int:
         return self._epoch0 + (time.monotonic_ns() - self._mono0)
 
+    @property
+    def offset_ns(self) -> int:
+        """Epoch ns minus CLOCK_MONOTONIC ns: the same for every process of the machine
+        (the monotonic clock is system-wide), so a capture process stamps on this clock."""
+        return self._epoch0 - self._mono0
+
+
+class OffsetClock:
+    """A :class:`NodeClock` rebuilt in another process from its ``offset_ns``."""
+
+    def __init__(self, offset_ns: int) -> None:
+        self.offset_ns = offset_ns
+
+    def now_ns(self) -> int:
+        return self.offset_ns + time.monotonic_ns()
 
 
 class SetClock:

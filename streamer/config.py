@@ -280,6 +280,7 @@ class StreamConfig(_Model):
     text: list[str] | None = None
     realtime: bool = True
     loop: bool = False
+    capture: Literal["thread", "process"] | None = None  # PyAV sources; None: the node's
 
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
@@ -425,6 +426,7 @@ class Config(_Model):
     events: EventsConfig | None = None  # absent: no events
     history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
     snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
+    capture: Literal["thread", "process"] = "thread"  # where PyAV sources decode
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -170,8 +170,8 @@ async def record(cfg: Config, out: Path, rec: Recording, *, clock: Clock = NODE_
                 async with asyncio.TaskGroup() as tg:
                     for s in cfg.streams:
                         w = writers[s.id] = _writer(out / f"{s.id}_{stamp}", s, t0, rec, spec)
-                        readers = [_read(src, w, end_ns, s.id)
-                                   for src in open_sources(s, spec=spec, clock=clock)]  # fmt: skip
+                        srcs = open_sources(s, spec=spec, clock=clock, capture=cfg.capture)
+                        readers = [_read(src, w, end_ns, s.id) for src in srcs]
                         if s.id in routes.values():  # text alone never ends it early
                             readers.append(_read(text_in.source(s.id), w, end_ns, s.id))
                         for r in readers:  # a dead camera: the wall clock ends it too

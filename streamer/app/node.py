@@ -207,6 +207,7 @@ class Node:
             s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc,
             takes_text=takes_text,
             snapshot=self.snapshots.tap(s.id) if self.snapshots is not None else None,
+            capture=self.cfg.capture,
         )  # fmt: skip
 
     # -- what flows to the sinks ---------------------------------------------------------

@@ -51,7 +51,7 @@ from streamer.sources.avurls import (
 from streamer.sources.base import DEFAULT_QUEUE
 from streamer.sources.clockmap import PtsMapper, StaleFilter
 from streamer.sources.convert import AudioConverter, video_to_rgb
-from streamer.sources.handoff import Handoff
+from streamer.sources.handoff import Handoff, ItemSink
 from streamer.timebase import frame_rank, slot_index, slot_ns
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class AVSource:
         self._stale = StaleFilter()  # live items stamped no later than their predecessor
         self._dropped_before = 0  # by the hand-offs of earlier opens
         self._handoff: Handoff[Item] | None = None
+        self._sink: ItemSink[Item] | None = None  # where the thread hands items: the hand-off
         self._thread: threading.Thread | None = None
         self._reset()
 
@@ -138,7 +139,7 @@ class AVSource:
                 self._dropped_before += self._handoff.dropped
             self._reset()
         loop = asyncio.get_running_loop()
-        self._handoff = Handoff(self.queue_size, loop=loop, blocking=not self.live)
+        self._handoff = self._sink = Handoff(self.queue_size, loop=loop, blocking=not self.live)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name=f"av:{self.url}", daemon=True
@@ -173,6 +174,24 @@ class AVSource:
             await asyncio.to_thread(thread.join, self.read_timeout + 1.0)
             if thread.is_alive():
                 log.warning("%s: demuxer thread still busy after close", self.url)
+
+    # --- another owner's thread (a capture process, streamer.capture.child) -----------
+
+    def serve(self, sink: ItemSink[Item], ready: concurrent.futures.Future[None]) -> None:
+        """Read the container in the CALLING thread, handing items to ``sink`` (not to
+        the event loop); ``ready`` resolves once it is open. Returns at the end, on an
+        error (both given to ``sink``) or after :meth:`stop`."""
+        self._sink = sink
+        self._run(ready)
+
+    def stop(self) -> None:
+        """Make :meth:`serve` return (within a read timeout); any thread."""
+        self._stop.set()
+
+    @property
+    def stale(self) -> int:
+        """Live items dropped as stamped no later than their predecessor."""
+        return self._stale.dropped
 
     # --- the demuxer thread -----------------------------------------------------------
 
@@ -220,7 +239,7 @@ class AVSource:
         return vs, aus
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
-        assert self._handoff is not None
+        assert self._sink is not None
         container: av.container.InputContainer | None = None
         try:
             try:
@@ -242,19 +261,19 @@ class AVSource:
                 self._mapper.next_pass()
                 self._video_next = self._audio_next = None
             if not self._stop.is_set():
-                self._handoff.put_end(f"{self.url}: end of file")
+                self._sink.put_end(f"{self.url}: end of file")
         except SourceError as e:
-            self._handoff.put_error(e)
+            self._sink.put_error(e)
         except AV_ERRORS as e:
             if not self._stop.is_set():
                 log.info("%s: read failed: %r", self.url, e)
-            self._handoff.put_error(
+            self._sink.put_error(
                 SourceError(self.url, describe_av_error(e, timeout=self.read_timeout))
             )
         except BaseException as e:  # a bug: never leave recv() waiting forever
             log.exception("%s: demuxer thread failed", self.url)
             _settle(ready, SourceOpenError(self.url, f"internal error: {e!r}"))
-            self._handoff.put_error(SourceError(self.url, f"internal error: {e!r}"))
+            self._sink.put_error(SourceError(self.url, f"internal error: {e!r}"))
         finally:
             if container is not None:
                 container.close()
@@ -361,12 +380,12 @@ class AVSource:
 
     def _deliver(self, item: Item, release_ns: int) -> None:
         """Pace a realtime file (sleep until the item is due), then hand it to the loop."""
-        assert self._handoff is not None
+        assert self._sink is not None
         if self.is_file and self.realtime:
             delay = (release_ns - self.clock.now_ns()) / NS
             if delay > 0 and self._stop.wait(delay):
                 return
-        if not self._handoff.put(item):
+        if not self._sink.put(item):
             self._stop.set()  # closed under us: stop reading
 
 

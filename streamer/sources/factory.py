@@ -10,8 +10,11 @@ run`` and ``check`` refuse what no retry would cure, naming the field.
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
 from models.spec import ModelSpec
-from streamer.clock import NODE_CLOCK, Clock
+from streamer.clock import NODE_CLOCK, Clock, NodeClock
 from streamer.config import Config, StreamConfig
 from streamer.errors import ConfigError, SourceOpenError, SourcePermanentError
 from streamer.frames import Modality
@@ -24,6 +27,9 @@ from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 
+log = logging.getLogger(__name__)
+Capture = Literal["thread", "process"]
+
 
 def make_source(
     url: str,
@@ -35,14 +41,26 @@ def make_source(
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
     snapshot: FrameTap | None = None,
+    capture: Capture = "thread",
 ) -> Source:
     """One source for ``url`` yielding ``modalities`` (video, audio or both);
     ``takes_text``: the stream has text, which a WebRTC peer's data channel may send;
-    ``snapshot``: offered each decoded video frame (the stream's snapshot ring)."""
+    ``snapshot``: offered each decoded video frame (the stream's snapshot ring);
+    ``capture``: ``process`` decodes a PyAV URL in a capture process of its own (on the
+    node clock only: a test's fake clock keeps the thread; no snapshots yet)."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
     snapshot = snapshot if video else None
+    if scheme in AV_SCHEMES and capture == "process" and isinstance(clock, NodeClock):
+        from streamer.capture.process import ProcessSource  # it imports the sources
+
+        if snapshot is not None:
+            log.warning("stream %s: capture: process takes no snapshots yet", stream.id)
+        return ProcessSource(
+            url, video=video, audio=audio, spec=spec, clock=clock, stream=stream.id,
+            realtime=stream.realtime, loop=stream.loop, slot_frames=True,
+        )  # fmt: skip
     if scheme in AV_SCHEMES:
         return AVSource(
             url,
@@ -127,9 +145,11 @@ def open_sources(
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
     snapshot: FrameTap | None = None,
+    capture: Capture = "thread",
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``);
-    ``snapshot``: the video source offers it each decoded frame."""
+    ``snapshot``: the video source offers it each decoded frame; ``capture``: the node's
+    setting, which the stream's own ``capture`` overrides."""
     return [
         make_source(
             url,
@@ -140,6 +160,7 @@ def open_sources(
             webrtc=webrtc,
             takes_text=takes_text,
             snapshot=snapshot,
+            capture=stream.capture or capture,
         )  # fmt: skip
         for _, url, mods in _wanted(stream)
     ]

@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from streamer.errors import SourceEnded
 from streamer.queues import DropBuffer
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class ItemSink(Protocol[T_contra]):
+    """Where a producer thread hands items: a :class:`Handoff`, or a capture process's
+    shared-memory ring (:class:`streamer.capture.child.RingSink`)."""
+
+    def put(self, item: T_contra) -> bool: ...
+    def put_error(self, exc: BaseException) -> None: ...
+    def put_end(self, message: str = "end of stream") -> None: ...
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

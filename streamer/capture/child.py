@@ -1,0 +1,202 @@
+"""The capture process: one :class:`~streamer.sources.av.AVSource` decoding into a ring.
+
+Started as ``python -m streamer.capture`` (a fresh interpreter, as the spawn context
+would, but without re-importing the node's main module: the node has torch and
+threads, and a fork of it would carry both), it attaches the parent's
+:class:`~.ring.ShmRing`, opens the source and runs its demuxer loop in the main
+thread (:meth:`AVSource.serve`), converted items going to the ring instead of the
+event loop (:class:`RingSink`). Around it:
+
+* the wake pipe: one byte per item (non-blocking; a full pipe already wakes the node);
+* the control pipe: the parent's ``stop``, and back ``ready`` / ``open-error`` /
+  ``error`` / ``end`` messages (small and rare: pickled);
+* a heartbeat thread: the monotonic time and the source's counters into the ring's
+  header twice a second (the node's watchdog reads it);
+* the space pipe, for an unpaced file only: a byte per item the node took, which a
+  producer waiting for room sleeps on (backpressure instead of drops).
+
+Timestamps are on the node clock: the parent's epoch offset over CLOCK_MONOTONIC.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+
+import numpy as np
+import numpy.typing as npt
+
+from models.spec import ModelSpec
+from streamer.capture.ring import AUDIO, BEAT, CORRUPT, SKIPPED, STALE, VIDEO, ShmRing
+from streamer.clock import OffsetClock
+from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
+from streamer.frames import AudioChunk, Item, VideoFrame
+
+BEAT_S = 0.5
+EXIT_GRACE_S = 2.0  # after stop, the demuxer's read returns or the process exits anyway
+
+
+@dataclass(frozen=True)
+class ChildParams:
+    url: str
+    video: bool
+    audio: bool
+    spec: ModelSpec
+    offset_ns: int
+    stream: str
+    realtime: bool
+    loop: bool
+    open_timeout: float
+    read_timeout: float
+    slot_frames: bool
+    audio_max: int  # samples per audio slot; longer chunks take several slots
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildParams:
+        d = json.loads(text)
+        spec = d.pop("spec")
+        spec["labels"] = tuple(spec["labels"])
+        return cls(spec=ModelSpec(**spec), **d)
+
+
+class RingSink:
+    """The :class:`~streamer.sources.handoff.ItemSink` of a capture process."""
+
+    def __init__(
+        self, ring: ShmRing, wake: int, space: int | None, ctrl: Connection, stop: threading.Event,
+        audio_max: int,
+    ) -> None:  # fmt: skip
+        self.ring = ring
+        self._wake = wake
+        self._space = space  # None: live, never wait
+        self._ctrl = ctrl
+        self._stop = stop
+        self._audio_max = audio_max
+        self._ctrl_lock = threading.Lock()
+
+    def put(self, item: Item) -> bool:
+        if isinstance(item, VideoFrame):
+            self._write(VIDEO, item.pts_ns, item.image.shape[0], item.image)
+        elif isinstance(item, AudioChunk):
+            s = item.samples
+            for i in range(0, len(s), self._audio_max):
+                pts = item.pts_ns + i * 1_000_000_000 // item.rate
+                piece = s[i : i + self._audio_max]
+                self._write(AUDIO, pts, len(piece), piece)
+        return not self._stop.is_set()
+
+    def _write(self, kind: int, pts: int, n: int, data: npt.NDArray[np.generic]) -> None:
+        if self._space is not None:
+            while self.ring.full() and not self._stop.is_set():
+                ready, _, _ = select.select([self._space], [], [], BEAT_S)
+                if ready:
+                    os.read(self._space, 4096)
+            if self._stop.is_set():
+                return
+        self.ring.write(kind, pts, n, data)
+        try:
+            os.write(self._wake, b"\x01")
+        except BlockingIOError:
+            pass  # bytes are pending: the node will look at the ring anyway
+
+    def send(self, *msg: object) -> None:
+        with self._ctrl_lock:
+            try:
+                self._ctrl.send(msg)
+            except (BrokenPipeError, OSError):
+                pass  # the node is gone or closed us
+
+    def put_error(self, exc: BaseException) -> None:
+        if isinstance(exc, SourceError):
+            self.send("error", exc.problem)
+        else:
+            self.send("error", repr(exc))
+
+    def put_end(self, message: str = "end of stream") -> None:
+        self.send("end", message)
+
+
+def main(p: ChildParams, ring_name: str, wake: int, space: int | None, ctrl: Connection) -> None:
+    """The capture process: read ``p``'s source into the ring until stopped or done."""
+    from streamer.sources.av import AVSource
+
+    ring = ShmRing.attach(ring_name)
+    os.set_blocking(wake, False)
+    src = AVSource(
+        p.url, video=p.video, audio=p.audio, spec=p.spec, clock=OffsetClock(p.offset_ns),
+        stream=p.stream, realtime=p.realtime, loop=p.loop, open_timeout=p.open_timeout,
+        read_timeout=p.read_timeout, slot_frames=p.slot_frames,
+    )  # fmt: skip
+    stop = threading.Event()
+    sink = RingSink(ring, wake, space, ctrl, stop, p.audio_max)
+
+    def on_stop() -> None:  # the parent said stop, or went away
+        try:
+            ctrl.recv()
+        except (EOFError, OSError):
+            pass
+        stop.set()
+        src.stop()
+        if not done.wait(EXIT_GRACE_S):
+            os._exit(0)  # a read stuck in FFmpeg: the process goes, and the device with it
+
+    def beat() -> None:
+        while not done.wait(BEAT_S):
+            ring.set_counter(CORRUPT, src.corrupt)
+            ring.set_counter(STALE, src.stale)
+            ring.set_counter(SKIPPED, src.skipped)
+            ring.set_counter(BEAT, _mono())
+
+    done = threading.Event()
+    ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+    ready.add_done_callback(lambda f: _report_open(sink, f))
+    threading.Thread(target=on_stop, name="capture-control", daemon=True).start()
+    ring.set_counter(BEAT, _mono())
+    beater = threading.Thread(target=beat, name="capture-heartbeat", daemon=True)
+    beater.start()
+    try:
+        src.serve(sink, ready)
+    finally:
+        ring.set_counter(CORRUPT, src.corrupt)
+        ring.set_counter(STALE, src.stale)
+        ring.set_counter(SKIPPED, src.skipped)
+        done.set()
+        beater.join()
+        ring.close()
+
+
+def _report_open(sink: RingSink, f: concurrent.futures.Future[None]) -> None:
+    e = f.exception()
+    if e is None:
+        sink.send("ready")
+    elif isinstance(e, SourceOpenError):
+        sink.send("open-error", e.problem, isinstance(e, SourcePermanentError))
+    else:
+        sink.send("open-error", repr(e), False)
+
+
+def _mono() -> int:
+    return time.monotonic_ns()
+
+
+def run_from_argv(argv: list[str]) -> None:
+    """``python -m streamer.capture NAME WAKE SPACE CTRL`` with the params on stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle
+    name, wake, space, ctrl = argv[:4]
+    sock = socket.socket(fileno=int(ctrl))
+    main(
+        ChildParams.from_json(sys.stdin.read()), name, int(wake),
+        None if space == "-" else int(space), Connection(sock.detach()),
+    )  # fmt: skip

@@ -1,0 +1,317 @@
+"""The node's side of a capture process: a :class:`~streamer.sources.base.Source`.
+
+:class:`ProcessSource` is what :func:`~streamer.sources.factory.open_sources` returns
+for a PyAV URL under ``capture: process``. Each ``open()`` creates a shared-memory ring
+(:mod:`.ring`), spawns :func:`.child.main` and waits for its ``ready``; ``recv()`` copies
+items out of the ring. The event loop is woken by ``loop.add_reader`` on the wake pipe,
+the control pipe and the process's sentinel (readable when it dies): no polling.
+
+A child that dies (SIGKILL, SIGSEGV, an exit) or stalls (the watchdog: no item for
+``watchdog_s`` while live, neither an item nor a heartbeat for an unpaced file) makes
+``recv()`` raise :class:`~streamer.errors.SourceError` once the items it wrote are read,
+so the pipeline reopens it with its backoff, its status offline and back. ``close()``
+stops the child (killed if it does not exit, at once if it stalled) and always unlinks
+the ring, whatever became of the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+
+from models.spec import ModelSpec
+from streamer.capture.child import BEAT_S, ChildParams
+from streamer.capture.ring import BEAT, CORRUPT, SKIPPED, STALE, VIDEO, ShmRing
+from streamer.clock import NODE_CLOCK, NodeClock
+from streamer.errors import SourceEnded, SourceError, SourceOpenError, SourcePermanentError
+from streamer.frames import AudioChunk, Item, Modality, VideoFrame
+from streamer.sources.avurls import SCHEMES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SLOTS = 32
+SPAWN_S = 10.0  # a fresh interpreter importing numpy and PyAV, on a loaded machine
+JOIN_S = 3.0  # a stopped child's exit, before it is killed
+
+
+class ProcessSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        video: bool,
+        audio: bool,
+        spec: ModelSpec,
+        clock: NodeClock = NODE_CLOCK,
+        stream: str = "",
+        realtime: bool = True,
+        loop: bool = False,
+        open_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        slots: int = DEFAULT_SLOTS,
+        slot_frames: bool = False,
+        watchdog_s: float | None = None,
+    ) -> None:
+        if not (video or audio):
+            raise ValueError("ProcessSource needs video, audio or both")
+        self.url = url
+        scheme = url.split(":", 1)[0]
+        if scheme not in SCHEMES:
+            raise SourceOpenError(url, f"unsupported scheme {scheme!r} for a capture process")
+        mods: set[Modality] = set()
+        if video:
+            mods.add("video")
+        if audio:
+            mods.add("audio")
+        self.modalities: frozenset[Modality] = frozenset(mods)
+        is_file = scheme == "file"
+        self.live = realtime or not is_file  # as AVSource decides
+        self.spec = spec
+        self.slots = slots
+        self.watchdog_s = watchdog_s if watchdog_s is not None else max(read_timeout * 2, 5.0)
+        self._audio_max = max(spec.segment_samples * 2, spec.audio_rate // 4)
+        self._payload = max(spec.image_size**2 * 3 if video else 0, self._audio_max * 4)
+        self._params = ChildParams(
+            url, video, audio, spec, clock.offset_ns, stream, realtime, loop and is_file,
+            open_timeout, read_timeout, slot_frames and not self.live, self._audio_max,
+        )  # fmt: skip
+        self._open_timeout = open_timeout
+        self.stream = stream
+        self.restarts = 0  # capture processes that died or stalled
+        self._before = {"dropped": 0, "corrupt": 0, "skipped": 0}  # earlier opens
+        self._ring: ShmRing | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None  # readable once the child has exited
+        self._wake: int | None = None
+        self._space: int | None = None
+        self._ctrl: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._msgs: list[tuple[object, ...]] = []
+        self._dead = False
+        self._stalled = False
+        self._progress = 0.0  # monotonic s of the last item (or heartbeat)
+        self._beat = 0
+
+    # --- counters -----------------------------------------------------------------------
+
+    def _count(self, name: str, field: int | None) -> int:
+        ring = self._ring
+        now = 0
+        if ring is not None:
+            now = ring.dropped + ring.counter(STALE) if field is None else ring.counter(field)
+        return self._before[name] + now
+
+    @property
+    def dropped(self) -> int:
+        """Items the ring overwrote unread (drop-oldest), and stale live items."""
+        return self._count("dropped", None)
+
+    @property
+    def corrupt(self) -> int:
+        return self._count("corrupt", CORRUPT)
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped", SKIPPED)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    # --- open / close -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.close()
+        self._loop = loop = asyncio.get_running_loop()
+        self._msgs, self._dead, self._stalled = [], False, False
+        self._ring = ShmRing.create(self.slots, self._payload)
+        self._wake, wake_w = os.pipe()
+        space_r: int | None = None
+        if not self.live:  # an unpaced file waits for room: the node says when
+            space_r, self._space = os.pipe()
+            os.set_blocking(self._space, False)
+        ctrl, ctrl_child = socket.socketpair()
+        self._ctrl = Connection(ctrl.detach())
+        fds = [wake_w, ctrl_child.fileno()] + ([space_r] if space_r is not None else [])
+        argv = [sys.executable, "-m", "streamer.capture", self._ring.name, str(wake_w),
+                "-" if space_r is None else str(space_r), str(ctrl_child.fileno())]  # fmt: skip
+        try:
+            self._proc = await asyncio.to_thread(_spawn, argv, fds, self._params.to_json())
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        finally:
+            for fd in (wake_w, space_r):  # the child's ends
+                if fd is not None:
+                    os.close(fd)
+            ctrl_child.close()
+        loop.add_reader(self._wake, self._on_wake)
+        loop.add_reader(self._ctrl.fileno(), self._on_ctrl)
+        loop.add_reader(self._pidfd, self._on_exit)
+        deadline = time.monotonic() + self._open_timeout + 2.0 + SPAWN_S
+        while not self._msgs:
+            if self._dead:
+                await self.close()
+                raise SourceOpenError(self.url, f"capture process {self._exit()} while opening")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._stalled = True
+                await self.close()
+                raise SourceOpenError(self.url, f"no data within {self._open_timeout} s")
+            await self._wait(left)
+        msg = self._msgs.pop(0)
+        if msg[0] == "open-error":
+            await self.close()
+            error = SourcePermanentError if msg[2] else SourceOpenError
+            raise error(self.url, str(msg[1]))
+        self._progress = time.monotonic()
+
+    async def close(self) -> None:
+        """Stop the child, kill it if it does not go, unlink the ring; idempotent."""
+        proc, ring = self._proc, self._ring
+        if self._loop is not None and not self._loop.is_closed():
+            for fd in (self._wake, self._pidfd):
+                if fd is not None:
+                    self._loop.remove_reader(fd)
+            if self._ctrl is not None and not self._ctrl.closed:
+                self._loop.remove_reader(self._ctrl.fileno())
+        if proc is not None:
+            if self._ctrl is not None and proc.poll() is None and not self._stalled:
+                try:
+                    self._ctrl.send("stop")
+                except OSError:
+                    pass
+                await _join(proc, JOIN_S)
+            if proc.poll() is None:
+                proc.kill()  # stalled, stopped by a signal, or stuck in a read
+                await _join(proc, JOIN_S)
+        for fd in (self._wake, self._space, self._pidfd):
+            if fd is not None:
+                os.close(fd)
+        if self._ctrl is not None:
+            self._ctrl.close()
+        self._proc = self._wake = self._space = self._pidfd = self._ctrl = None
+        if ring is not None:
+            for name, field in (("corrupt", CORRUPT), ("skipped", SKIPPED)):
+                self._before[name] += ring.counter(field)
+            self._before["dropped"] += ring.dropped + ring.counter(STALE)
+            self._ring = None
+            ring.close()  # the owner unlinks it
+        self._set()
+
+    # --- reading ------------------------------------------------------------------------
+
+    def recv_nowait(self) -> Item | None:
+        ring = self._ring
+        slot = ring.read() if ring is not None else None
+        if slot is None:
+            return None
+        if self._space is not None:  # room for a producer that waits for it
+            try:
+                os.write(self._space, b"\x01")
+            except BlockingIOError:
+                pass
+        self._progress = time.monotonic()
+        kind, pts, data = slot
+        if kind == VIDEO:
+            return VideoFrame(self.stream, pts, data)  # type: ignore[arg-type]
+        return AudioChunk(self.stream, pts, data, self.spec.audio_rate)  # type: ignore[arg-type]
+
+    async def recv(self) -> Item:
+        while True:
+            if self._ring is None:
+                raise SourceError(self.url, "recv() before open()")
+            item = self.recv_nowait()
+            if item is not None:
+                return item
+            if self._msgs:  # after the items written before it
+                kind, *rest = self._msgs.pop(0)
+                if kind == "end":
+                    raise SourceEnded(str(rest[0]))
+                raise SourceError(self.url, str(rest[0]))
+            if self._dead:
+                if self._ctrl is not None and not self._ctrl.closed:
+                    self._on_ctrl()  # what it said before it went
+                if self._msgs:
+                    continue
+                self.restarts += 1
+                raise SourceError(self.url, f"capture process {self._exit()}")
+            beat = self._ring.counter(BEAT)
+            if beat != self._beat and not self.live:  # an unpaced file's child at work
+                self._beat, self._progress = beat, time.monotonic()
+            left = self._progress + self.watchdog_s - time.monotonic()
+            if left <= 0:
+                self._stalled = True
+                self.restarts += 1
+                raise SourceError(
+                    self.url, f"capture process stalled: nothing for {self.watchdog_s:g} s"
+                )
+            await self._wait(min(left, BEAT_S * 2) if not self.live else left)
+
+    async def _wait(self, seconds: float) -> None:
+        assert self._loop is not None
+        fut = self._waiter = self._loop.create_future()
+        try:
+            await asyncio.wait_for(fut, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+
+    def _set(self) -> None:
+        fut = self._waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_wake(self) -> None:
+        assert self._wake is not None and self._loop is not None
+        try:
+            data = os.read(self._wake, 65536)
+        except BlockingIOError:
+            return
+        if not data:  # the child's end closed: it exited (the pidfd says how)
+            self._loop.remove_reader(self._wake)
+        self._set()
+
+    def _on_ctrl(self) -> None:
+        assert self._ctrl is not None and self._loop is not None
+        try:
+            while self._ctrl.poll():
+                self._msgs.append(self._ctrl.recv())
+        except (EOFError, OSError):
+            self._loop.remove_reader(self._ctrl.fileno())
+        self._set()
+
+    def _on_exit(self) -> None:
+        assert self._pidfd is not None and self._loop is not None
+        self._loop.remove_reader(self._pidfd)
+        self._dead = True
+        self._set()
+
+    def _exit(self) -> str:
+        code = self._proc.poll() if self._proc is not None else None
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited ({code})"
+
+
+def _spawn(argv: list[str], fds: list[int], params: str) -> subprocess.Popen[bytes]:
+    """Start the child (a fork and exec: off the loop) and hand it its params."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=fds)
+    assert proc.stdin is not None
+    proc.stdin.write(params.encode())
+    proc.stdin.close()
+    return proc
+
+
+async def _join(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    try:
+        await asyncio.to_thread(proc.wait, seconds)
+    except subprocess.TimeoutExpired:
+        pass

@@ -1,0 +1,160 @@
+"""Capture processes (streamer.capture): the same items as the thread, crash isolation.
+
+Real media made by PyAV; a real child process killed (SIGKILL) and stopped (SIGSTOP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import make_clip
+
+from models.spec import ModelSpec
+from streamer.capture.process import ProcessSource
+from streamer.capture.ring import AUDIO, VIDEO, ShmRing
+from streamer.config import Config
+from streamer.errors import SourceEnded, SourceError
+from streamer.frames import AudioChunk, Item, VideoFrame
+from streamer.sources.av import AVSource
+from streamer.sources.base import Source
+from streamer.sources.factory import open_sources
+
+SPEC = ModelSpec()
+
+
+def shm_names() -> set[str]:
+    return set(os.listdir("/dev/shm"))
+
+
+async def drain(src: Source) -> list[Item]:
+    await src.open()
+    items: list[Item] = []
+    try:
+        while True:
+            items.append(await src.recv())
+    except SourceEnded:
+        pass
+    finally:
+        await src.close()
+    return items
+
+
+def test_ring_drops_oldest_and_counts() -> None:
+    before = shm_names()
+    ring = ShmRing.create(4, 64)
+    try:
+        for i in range(10):
+            ring.write(AUDIO, i, 2, np.array([i, -i], np.float32))
+        got = []
+        while (slot := ring.read()) is not None:
+            got.append(slot[1])
+        # slots 4: the producer's next slot is never read; 10 - 3 kept = 7 dropped
+        assert got == [7, 8, 9]
+        assert ring.dropped == 7
+        ring.write(VIDEO, 42, 2, np.arange(12, dtype=np.uint8).reshape(2, 2, 3))
+        kind, pts, data = ring.read() or (0, 0, None)
+        assert (kind, pts) == (VIDEO, 42)
+        assert data is not None and data.shape == (2, 2, 3) and int(data[1, 1, 2]) == 11
+        with pytest.raises(ValueError):
+            ring.write(AUDIO, 0, 17, np.zeros(17, np.float32))
+    finally:
+        ring.close()
+    assert shm_names() == before
+
+
+def test_process_items_equal_thread_items(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 2.0, size=(160, 120), fps=10)
+    url = f"file://{clip}"
+    before = shm_names()
+
+    async def both() -> tuple[list[Item], list[Item]]:
+        # every frame: which frame wins a slot depends on where the open put time 0
+        kw = dict(video=True, audio=True, spec=SPEC, realtime=False)
+        proc = await drain(ProcessSource(url, **kw))  # type: ignore[arg-type]
+        thread = await drain(AVSource(url, **kw))  # type: ignore[arg-type]
+        return proc, thread
+
+    proc, thread = asyncio.run(both())
+    assert len(proc) == len(thread) > 10
+    t0p, t0t = proc[0].pts_ns, thread[0].pts_ns  # each open has its own base
+    for a, b in zip(proc, thread, strict=True):
+        assert type(a) is type(b)
+        assert a.pts_ns - t0p == b.pts_ns - t0t
+        if isinstance(a, VideoFrame) and isinstance(b, VideoFrame):
+            assert np.array_equal(a.image, b.image)
+        elif isinstance(a, AudioChunk) and isinstance(b, AudioChunk):
+            assert np.array_equal(a.samples, b.samples)
+    assert shm_names() == before
+
+
+def test_config_capture_per_node_and_stream(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 0.5, size=(64, 48), fps=10, audio=False)
+    cfg = Config.model_validate(
+        {"capture": "process", "streams": [
+            {"id": "a", "video": f"file://{clip}"},
+            {"id": "b", "video": f"file://{clip}", "capture": "thread"},
+        ]}
+    )  # fmt: skip
+    (a,) = open_sources(cfg.streams[0], spec=SPEC, capture=cfg.capture)
+    (b,) = open_sources(cfg.streams[1], spec=SPEC, capture=cfg.capture)
+    assert isinstance(a, ProcessSource) and isinstance(b, AVSource)
+    with pytest.raises(ValueError, match="capture"):
+        Config.model_validate({"capture": "fork", "streams": [{"id": "a", "video": "file:///x"}]})
+
+
+async def _recv_within(src: ProcessSource, seconds: float) -> Item:
+    return await asyncio.wait_for(src.recv(), seconds)
+
+
+async def _reopen_until_item(src: ProcessSource, deadline: float) -> Item:
+    """What the pipeline does: close, reopen (backoff aside), read."""
+    await src.close()
+    await src.open()
+    return await _recv_within(src, max(0.1, deadline - time.monotonic()))
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_dead_or_stalled_child_raises_and_reopens(tmp_path: Path, how: str) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 2.0, size=(160, 120), fps=10)
+    before = shm_names()
+
+    async def scenario() -> None:
+        src = ProcessSource(
+            f"file://{clip}", video=True, audio=True, spec=SPEC, realtime=True, loop=True,
+            watchdog_s=1.5,
+        )  # fmt: skip
+        await src.open()
+        try:
+            await _recv_within(src, 10)
+            pid = src.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(
+                SourceError, match="killed by SIGKILL" if how == "kill" else "stalled"
+            ):
+                while True:  # the items it wrote before, then the error
+                    await _recv_within(src, 10)
+            assert src.restarts == 1
+            item = await _reopen_until_item(src, t0 + 5.0 + (1.5 if how == "stop" else 0))
+            assert item.pts_ns > 0 and src.pid != pid
+            assert time.monotonic() - t0 < 5.0 + (1.5 if how == "stop" else 0)
+        finally:
+            await src.close()
+
+    asyncio.run(scenario())
+    assert shm_names() == before
+
+
+def test_open_error_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    before = shm_names()
+    src = ProcessSource(f"file://{tmp_path}/none.mp4", video=True, audio=False, spec=SPEC)
+    with pytest.raises(SourceError, match="no such file"):
+        asyncio.run(src.open())
+    assert shm_names() == before
