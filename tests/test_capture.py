@@ -21,6 +21,7 @@ from streamer.capture.ring import AUDIO, VIDEO, ShmRing
 from streamer.config import Config
 from streamer.errors import SourceEnded, SourceError
 from streamer.frames import AudioChunk, Item, VideoFrame
+from streamer.snapshots.ring import SnapshotRing
 from streamer.sources.av import AVSource
 from streamer.sources.base import Source
 from streamer.sources.factory import open_sources
@@ -91,6 +92,35 @@ def test_process_items_equal_thread_items(tmp_path: Path) -> None:
         elif isinstance(a, AudioChunk) and isinstance(b, AudioChunk):
             assert np.array_equal(a.samples, b.samples)
     assert shm_names() == before
+
+
+def test_process_snapshots_equal_thread_snapshots(tmp_path: Path) -> None:
+    """The child encodes the stream's snapshots at the source's size and cadence; the
+    node's ring holds the same JPEGs, counted, as a thread source's would."""
+    clip = make_clip(tmp_path / "a.mp4", 3.0, size=(320, 240), fps=10, audio=False)
+    url = f"file://{clip}"
+
+    def ring() -> SnapshotRing:
+        # one a frame (10 fps): which frame wins a slower slot depends on the open's base
+        return SnapshotRing("a", fps=10.0, frames=100, width=0, quality=5, max_bytes=1 << 24)
+
+    async def both() -> tuple[SnapshotRing, SnapshotRing]:
+        kw = dict(video=True, audio=False, spec=SPEC, realtime=False)
+        in_proc, in_thread = ring(), ring()
+        await drain(ProcessSource(url, snapshots=in_proc, **kw))  # type: ignore[arg-type]
+        await drain(AVSource(url, snapshot=in_thread.offer, **kw))  # type: ignore[arg-type]
+        return in_proc, in_thread
+
+    proc, thread = asyncio.run(both())
+    got, want = proc.items(), thread.items()
+    assert len(got) == len(want) == 30  # 3 s at 10 fps, every frame encoded
+    for a, b in zip(got, want, strict=True):
+        assert (a.width, a.height) == (b.width, b.height) == (320, 240)
+        assert a.jpeg == b.jpeg  # the same frame, the same encoder settings
+        assert a.pts_ns - got[0].pts_ns == b.pts_ns - want[0].pts_ns
+    counted = proc.counters()
+    assert counted["taken"] == len(got) and counted["failed"] == 0
+    assert counted["encoded_bytes"] == sum(len(a.jpeg) for a in got) > 0
 
 
 def test_config_capture_per_node_and_stream(tmp_path: Path) -> None:

@@ -103,8 +103,9 @@ def test_for_event_picks_the_frame_at_the_peak_not_the_one_before() -> None:
     """Red until 10 s, green from 10 s (the truth changes): a peak window (2 s) ending at
     12 s shows green; one ending at 10 s shows red (its frames are all before 10 s)."""
     snaps = Snapshots(SnapshotsConfig(fps=4.0, seconds=30.0, width=0), ["cam"], window_s=2.0)
-    tap = snaps.tap("cam")
-    assert tap is not None and snaps.tap("other") is None
+    ring = snaps.ring("cam")
+    assert ring is not None and snaps.ring("other") is None
+    tap = ring.offer
     for i in range(4 * 20):  # 20 s at 4 fps from T0
         t = T0 + i * NS // 4
         tap(solid((220, 20, 20) if t < T0 + 10 * NS else (20, 220, 20)), t)
@@ -125,8 +126,9 @@ def test_for_event_picks_the_frame_at_the_peak_not_the_one_before() -> None:
 def test_draw_writes_the_label_on_the_picture() -> None:
     cfg = SnapshotsConfig(width=0, draw=True)
     snaps = Snapshots(cfg, ["cam"], window_s=2.0)
-    tap = snaps.tap("cam")
-    assert tap is not None
+    ring = snaps.ring("cam")
+    assert ring is not None
+    tap = ring.offer
     tap(solid((200, 200, 200)), T0)
     jpeg = snaps.for_event(_event(T0 / NS + 1.0))
     assert jpeg is not None
@@ -138,8 +140,9 @@ def test_draw_writes_the_label_on_the_picture() -> None:
 
 def test_event_snapshots_follow_new_and_a_moved_peak() -> None:
     snaps = Snapshots(SnapshotsConfig(fps=1.0, width=0), ["cam"], window_s=2.0)
-    tap = snaps.tap("cam")
-    assert tap is not None
+    ring = snaps.ring("cam")
+    assert ring is not None
+    tap = ring.offer
     for i in range(10):
         tap(solid((i * 20, 0, 0)), T0 + i * NS)
     sent: list[SnapshotMessage] = []

@@ -206,7 +206,7 @@ class Node:
         return open_sources(
             s, spec=self.loaded.spec, clock=self.clock, webrtc=self.webrtc,
             takes_text=takes_text,
-            snapshot=self.snapshots.tap(s.id) if self.snapshots is not None else None,
+            snapshots=self.snapshots.ring(s.id) if self.snapshots is not None else None,
             capture=self.cfg.capture,
         )  # fmt: skip
 

@@ -13,7 +13,12 @@ event loop (:class:`RingSink`). Around it:
 * a heartbeat thread: the monotonic time and the source's counters into the ring's
   header twice a second (the node's watchdog reads it);
 * the space pipe, for an unpaced file only: a byte per item the node took, which a
-  producer waiting for room sleeps on (backpressure instead of drops).
+  producer waiting for room sleeps on (backpressure instead of drops);
+* snapshots, when the stream keeps them: the child's own one-slot
+  :class:`~streamer.snapshots.ring.SnapshotRing` takes a frame per ``1 / fps`` at the
+  source's resolution and encodes it, and a sender thread hands each JPEG to the node
+  over the control pipe (``snap`` messages; at most :data:`SNAP_QUEUE` wait, more are
+  counted in the ring's ``SNAPS_LOST``), so the decoder never waits for the node.
 
 Timestamps are on the node clock: the parent's epoch offset over CLOCK_MONOTONIC.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import queue
 import select
 import signal
 import socket
@@ -32,17 +38,21 @@ import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 
+import av
 import numpy as np
 import numpy.typing as npt
 
 from models.spec import ModelSpec
+from streamer.capture import ring as shm
 from streamer.capture.ring import AUDIO, BEAT, CORRUPT, SKIPPED, STALE, VIDEO, ShmRing
 from streamer.clock import OffsetClock
 from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import AudioChunk, Item, VideoFrame
+from streamer.snapshots.ring import FrameTap, Snapshot, SnapshotRing
 
 BEAT_S = 0.5
 EXIT_GRACE_S = 2.0  # after stop, the demuxer's read returns or the process exits anyway
+SNAP_QUEUE = 4  # snapshot JPEGs waiting for the control pipe, at most
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class ChildParams:
     read_timeout: float
     slot_frames: bool
     audio_max: int  # samples per audio slot; longer chunks take several slots
+    snap_fps: float = 0.0  # snapshots: at most this many a second (0: none)
+    snap_width: int = 0  # their width (0: the source's)
+    snap_quality: int = 5  # their JPEG quantiser scale
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -128,19 +141,64 @@ class RingSink:
         self.send("end", message)
 
 
+class SnapshotSender:
+    """The child's snapshots: a one-slot ring that encodes (:meth:`tap`, the source's
+    thread) and a thread that sends each JPEG to the node as ``("snap", pts_ns, jpeg,
+    width, height, encode_ns)``; what finds :data:`SNAP_QUEUE` JPEGs waiting is lost,
+    counted in the ring's ``SNAPS_LOST``."""
+
+    def __init__(self, p: ChildParams, ring: ShmRing, sink: RingSink) -> None:
+        self._snaps = SnapshotRing(
+            p.stream, fps=p.snap_fps, frames=1, width=p.snap_width, quality=p.snap_quality,
+            max_bytes=1 << 30,
+        )  # fmt: skip
+        self._ring = ring
+        self._sink = sink
+        self._queue: queue.Queue[tuple[Snapshot, int] | None] = queue.Queue(SNAP_QUEUE)
+        self.lost = 0
+        self._thread = threading.Thread(target=self._send, name="capture-snapshots", daemon=True)
+        self._thread.start()
+
+    def tap(self, frame: av.VideoFrame, pts_ns: int) -> None:
+        before = self._snaps.encode_ns
+        snap = self._snaps.offer(frame, pts_ns)
+        if snap is None:
+            return
+        try:
+            self._queue.put_nowait((snap, self._snaps.encode_ns - before))
+        except queue.Full:
+            self.lost += 1
+            self._ring.set_counter(shm.SNAPS_LOST, self.lost)
+
+    def _send(self) -> None:
+        while (got := self._queue.get()) is not None:
+            snap, encode_ns = got
+            self._sink.send("snap", snap.pts_ns, snap.jpeg, snap.width, snap.height, encode_ns)
+
+    def close(self) -> None:
+        """Send what waits, then stop the thread (bounded: a node gone is no reader)."""
+        try:
+            self._queue.put(None, timeout=EXIT_GRACE_S)
+        except queue.Full:
+            return
+        self._thread.join(EXIT_GRACE_S)
+
+
 def main(p: ChildParams, ring_name: str, wake: int, space: int | None, ctrl: Connection) -> None:
     """The capture process: read ``p``'s source into the ring until stopped or done."""
     from streamer.sources.av import AVSource
 
     ring = ShmRing.attach(ring_name)
     os.set_blocking(wake, False)
+    stop = threading.Event()
+    sink = RingSink(ring, wake, space, ctrl, stop, p.audio_max)
+    snaps = SnapshotSender(p, ring, sink) if p.video and p.snap_fps > 0 else None
+    tap: FrameTap | None = snaps.tap if snaps is not None else None
     src = AVSource(
         p.url, video=p.video, audio=p.audio, spec=p.spec, clock=OffsetClock(p.offset_ns),
         stream=p.stream, realtime=p.realtime, loop=p.loop, open_timeout=p.open_timeout,
-        read_timeout=p.read_timeout, slot_frames=p.slot_frames,
+        read_timeout=p.read_timeout, slot_frames=p.slot_frames, snapshot=tap,
     )  # fmt: skip
-    stop = threading.Event()
-    sink = RingSink(ring, wake, space, ctrl, stop, p.audio_max)
 
     def on_stop() -> None:  # the parent said stop, or went away
         try:
@@ -169,6 +227,8 @@ def main(p: ChildParams, ring_name: str, wake: int, space: int | None, ctrl: Con
     try:
         src.serve(sink, ready)
     finally:
+        if snaps is not None:
+            snaps.close()
         ring.set_counter(CORRUPT, src.corrupt)
         ring.set_counter(STALE, src.stale)
         ring.set_counter(SKIPPED, src.skipped)

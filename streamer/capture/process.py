@@ -28,10 +28,11 @@ from multiprocessing.connection import Connection
 
 from models.spec import ModelSpec
 from streamer.capture.child import BEAT_S, ChildParams
-from streamer.capture.ring import BEAT, CORRUPT, SKIPPED, STALE, VIDEO, ShmRing
+from streamer.capture.ring import BEAT, CORRUPT, SKIPPED, SNAPS_LOST, STALE, VIDEO, ShmRing
 from streamer.clock import NODE_CLOCK, NodeClock
 from streamer.errors import SourceEnded, SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import AudioChunk, Item, Modality, VideoFrame
+from streamer.snapshots.ring import Snapshot, SnapshotRing
 from streamer.sources.avurls import SCHEMES
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ProcessSource:
         slots: int = DEFAULT_SLOTS,
         slot_frames: bool = False,
         watchdog_s: float | None = None,
+        snapshots: SnapshotRing | None = None,
     ) -> None:
         if not (video or audio):
             raise ValueError("ProcessSource needs video, audio or both")
@@ -78,9 +80,13 @@ class ProcessSource:
         self.watchdog_s = watchdog_s if watchdog_s is not None else max(read_timeout * 2, 5.0)
         self._audio_max = max(spec.segment_samples * 2, spec.audio_rate // 4)
         self._payload = max(spec.image_size**2 * 3 if video else 0, self._audio_max * 4)
+        self.snapshots = snapshots if video else None  # the child encodes, the node keeps
+        snaps = self.snapshots
         self._params = ChildParams(
             url, video, audio, spec, clock.offset_ns, stream, realtime, loop and is_file,
             open_timeout, read_timeout, slot_frames and not self.live, self._audio_max,
+            snaps.fps if snaps is not None else 0.0, snaps.width if snaps is not None else 0,
+            snaps.quality if snaps is not None else 5,
         )  # fmt: skip
         self._open_timeout = open_timeout
         self.stream = stream
@@ -201,6 +207,8 @@ class ProcessSource:
             for name, field in (("corrupt", CORRUPT), ("skipped", SKIPPED)):
                 self._before[name] += ring.counter(field)
             self._before["dropped"] += ring.dropped + ring.counter(STALE)
+            if self.snapshots is not None and ring.counter(SNAPS_LOST):
+                self.snapshots.count_failed(ring.counter(SNAPS_LOST))
             self._ring = None
             ring.close()  # the owner unlinks it
         self._set()
@@ -283,10 +291,18 @@ class ProcessSource:
         assert self._ctrl is not None and self._loop is not None
         try:
             while self._ctrl.poll():
-                self._msgs.append(self._ctrl.recv())
+                msg = self._ctrl.recv()
+                if msg[0] == "snap":
+                    self._keep_snapshot(*msg[1:])
+                else:
+                    self._msgs.append(msg)
         except (EOFError, OSError):
             self._loop.remove_reader(self._ctrl.fileno())
         self._set()
+
+    def _keep_snapshot(self, pts_ns: int, jpeg: bytes, w: int, h: int, encode_ns: int) -> None:
+        if self.snapshots is not None:
+            self.snapshots.keep(Snapshot(self.stream, pts_ns, jpeg, w, h), encode_ns)
 
     def _on_exit(self) -> None:
         assert self._pidfd is not None and self._loop is not None

@@ -4,6 +4,7 @@ Layout (all int64, native order)::
 
     header  HEAD (items written)  TAIL (items read)  BEAT (child's monotonic ns)
             CORRUPT  STALE  SKIPPED (the child's source counters)  SLOTS  PAYLOAD
+            SNAPS_LOST (snapshot JPEGs the child could not hand over in time)
     slot i  SEQ (the item number it holds; -1 while being written)  KIND  PTS_NS  N
             then PAYLOAD bytes: video RGB uint8 [N, N, 3]; audio float32 [N]
 
@@ -29,7 +30,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import numpy.typing as npt
 
-HEAD, TAIL, BEAT, CORRUPT, STALE, SKIPPED, SLOTS, PAYLOAD = range(8)
+HEAD, TAIL, BEAT, CORRUPT, STALE, SKIPPED, SLOTS, PAYLOAD, SNAPS_LOST = range(9)
 HEADER = 16  # int64 fields reserved for the header
 SLOT_HEADER = 4  # SEQ, KIND, PTS_NS, N
 SEQ, KIND, PTS, N = range(SLOT_HEADER)

@@ -67,6 +67,9 @@ class JpegEncoder:
             self._ctx, self._size = ctx, (width, height)
         picture = frame.reformat(width, height, format="yuvj420p")
         picture.pts = None
+        # a decoded frame carries its stream's time base (1/10240 say) and duration, which
+        # the encoder refuses after the first frame: it is the encoder's frame now
+        picture.time_base = self._ctx.time_base
         return b"".join(bytes(p) for p in self._ctx.encode(picture))
 
 
@@ -84,6 +87,8 @@ class SnapshotRing:
         if frames < 1 or max_bytes < 1 or fps <= 0:
             raise ValueError("a snapshot ring needs fps > 0, frames >= 1, max_bytes >= 1")
         self.stream = stream
+        self.fps = fps
+        self.quality = quality
         self.period_ns = max(1, round(NS / fps))
         self.frames = frames
         self.width = width
@@ -120,12 +125,18 @@ class SnapshotRing:
             with self._encoding:
                 jpeg = self._encoder.encode(frame, w, h)
         except (av.FFmpegError, ValueError):
-            with self._lock:
-                self.failed += 1
+            self.count_failed()
             return None
         snap = Snapshot(self.stream, pts_ns, jpeg, w, h)
+        self.keep(snap, time.perf_counter_ns() - t0)
+        return snap
+
+    def keep(self, snap: Snapshot, encode_ns: int = 0) -> None:
+        """Hold ``snap``, a JPEG made elsewhere (a capture process's) or by :meth:`offer`,
+        which took ``encode_ns`` to make; the oldest go past ``frames`` / ``max_bytes``."""
+        jpeg = snap.jpeg
         with self._lock:
-            self.encode_ns += time.perf_counter_ns() - t0
+            self.encode_ns += encode_ns
             self.taken += 1
             self.encoded_bytes += len(jpeg)
             self._items.append(snap)
@@ -135,7 +146,6 @@ class SnapshotRing:
             ):
                 self._bytes -= len(self._items.popleft().jpeg)
                 self.evicted += 1
-        return snap
 
     def latest(self) -> Snapshot | None:
         with self._lock:
@@ -159,6 +169,12 @@ class SnapshotRing:
             if gap < best_gap:
                 best, best_gap = s, gap
         return best
+
+    def count_failed(self, n: int = 1) -> None:
+        """Frames that could not become snapshots (an encoder's refusal, or a capture
+        process's JPEGs the node did not take in time)."""
+        with self._lock:
+            self.failed += n
 
     def counters(self) -> dict[str, int]:
         with self._lock:

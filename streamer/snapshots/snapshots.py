@@ -22,7 +22,7 @@ from typing import Any
 
 from streamer.events.event import EventMessage
 from streamer.frames import NS
-from streamer.snapshots.ring import FrameTap, Snapshot, SnapshotRing
+from streamer.snapshots.ring import Snapshot, SnapshotRing
 from streamer.snapshots.settings import SnapshotsConfig
 
 
@@ -52,9 +52,9 @@ class Snapshots:
         }
         self.counts: Counter[str] = Counter()  # for_event: found, missed
 
-    def tap(self, stream: str) -> FrameTap | None:
-        ring = self.rings.get(stream)
-        return ring.offer if ring is not None else None
+    def ring(self, stream: str) -> SnapshotRing | None:
+        """The stream's ring, which its video source feeds (None: it keeps none)."""
+        return self.rings.get(stream)
 
     def latest(self, stream: str) -> Snapshot | None:
         ring = self.rings.get(stream)

@@ -10,7 +10,6 @@ run`` and ``check`` refuse what no retry would cure, naming the field.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from models.spec import ModelSpec
@@ -18,7 +17,7 @@ from streamer.clock import NODE_CLOCK, Clock, NodeClock
 from streamer.config import Config, StreamConfig
 from streamer.errors import ConfigError, SourceOpenError, SourcePermanentError
 from streamer.frames import Modality
-from streamer.snapshots.ring import FrameTap
+from streamer.snapshots.ring import SnapshotRing
 from streamer.sources.av import AVSource
 from streamer.sources.avurls import SCHEMES as AV_SCHEMES
 from streamer.sources.avurls import check_readable, file_path, v4l2_options
@@ -27,7 +26,6 @@ from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.webrtc import WebRTCHub, WebRTCSource
 
-log = logging.getLogger(__name__)
 Capture = Literal["thread", "process"]
 
 
@@ -40,26 +38,26 @@ def make_source(
     clock: Clock,
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
-    snapshot: FrameTap | None = None,
+    snapshots: SnapshotRing | None = None,
     capture: Capture = "thread",
 ) -> Source:
     """One source for ``url`` yielding ``modalities`` (video, audio or both);
     ``takes_text``: the stream has text, which a WebRTC peer's data channel may send;
-    ``snapshot``: offered each decoded video frame (the stream's snapshot ring);
+    ``snapshots``: the stream's snapshot ring, which its video source feeds;
     ``capture``: ``process`` decodes a PyAV URL in a capture process of its own (on the
-    node clock only: a test's fake clock keeps the thread; no snapshots yet)."""
+    node clock only: a test's fake clock keeps the thread), which also makes the
+    snapshots' JPEGs."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
-    snapshot = snapshot if video else None
+    ring = snapshots if video else None
+    snapshot = ring.offer if ring is not None else None
     if scheme in AV_SCHEMES and capture == "process" and isinstance(clock, NodeClock):
         from streamer.capture.process import ProcessSource  # it imports the sources
 
-        if snapshot is not None:
-            log.warning("stream %s: capture: process takes no snapshots yet", stream.id)
         return ProcessSource(
             url, video=video, audio=audio, spec=spec, clock=clock, stream=stream.id,
-            realtime=stream.realtime, loop=stream.loop, slot_frames=True,
+            realtime=stream.realtime, loop=stream.loop, slot_frames=True, snapshots=ring,
         )  # fmt: skip
     if scheme in AV_SCHEMES:
         return AVSource(
@@ -144,12 +142,12 @@ def open_sources(
     clock: Clock = NODE_CLOCK,
     webrtc: WebRTCHub | None = None,
     takes_text: bool = False,
-    snapshot: FrameTap | None = None,
+    snapshots: SnapshotRing | None = None,
     capture: Capture = "thread",
 ) -> list[Source]:
     """The video/audio sources of ``stream``, not yet opened (await each ``open()``);
-    ``snapshot``: the video source offers it each decoded frame; ``capture``: the node's
-    setting, which the stream's own ``capture`` overrides."""
+    ``snapshots``: the stream's snapshot ring, which its video source feeds;
+    ``capture``: the node's setting, which the stream's own ``capture`` overrides."""
     return [
         make_source(
             url,
@@ -159,7 +157,7 @@ def open_sources(
             clock=clock,
             webrtc=webrtc,
             takes_text=takes_text,
-            snapshot=snapshot,
+            snapshots=snapshots,
             capture=stream.capture or capture,
         )  # fmt: skip
         for _, url, mods in _wanted(stream)
