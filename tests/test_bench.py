@@ -16,8 +16,8 @@ from conftest import IN_CI, REPO, require_tool
 
 KEYS = {
     "incremental_speedup", "k", "overhead_ratio", "latency_ms", "streams_realtime",
-    "streams_realtime_by_workers", "publish_per_s", "device", "machine", "encoders",
-    "perception",
+    "streams_realtime_by_workers", "streams_realtime_p99_100ms", "publish_per_s", "device",
+    "machine", "encoders", "perception", "overhead_by_capture",
 }  # fmt: skip
 
 
@@ -43,11 +43,18 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     assert set(figures) == KEYS
     assert figures["k"] == 4.0 and figures["incremental_speedup"] > 0
     assert figures["overhead_ratio"] > 0
+    by_capture = figures["overhead_by_capture"]
+    assert set(by_capture) == {"thread", "process"}
+    assert figures["overhead_ratio"] in {v["overhead_ratio"] for v in by_capture.values()}
+    for v in by_capture.values():  # the same windows published, each decoder charged
+        assert v["published"] == v["windows"] > 0 and v["run_cpu_s"] > v["model_cpu_s"] > 0
+    assert by_capture["process"]["overhead_ratio_same_capture"] > 0
     assert set(figures["latency_ms"]) == {"p50", "p99"}
     assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
     by_workers = figures["streams_realtime_by_workers"]
     assert "1" in by_workers and str(figures["machine"]["cores"]) in by_workers
     assert figures["streams_realtime"] == max(by_workers.values()) > 0
+    assert 0 <= figures["streams_realtime_p99_100ms"] <= by_workers["1"]
     assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
     assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
     # a progress line per phase, and the table

@@ -10,17 +10,27 @@ node cannot avoid, not the pipeline's.)
 1.0 would be a free pipeline; the target is <= 1.15. Each of the three is measured
 ``repeats`` times, interleaved, and its least CPU time taken: on a shared (virtual)
 machine one measurement of a few seconds varies by 20 % or more.
+
+``capture``: where the node decodes (``capture: thread | process``). CPU time is the
+process's own plus that of its children that ended meanwhile (``RUSAGE_CHILDREN``: the
+capture processes, each waited for when its source closes), so a node whose decoders
+run in capture processes is charged for them. With ``process`` the decoding alone is
+measured twice: in threads, as above (``overhead_ratio``), and in capture processes
+alone, interpreter start-up included (``overhead_ratio_same_capture``: what the pipeline
+adds to decoding done the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from pathlib import Path
 
 from models.windows import WindowInputs
 from streamer.align.aligner import StreamAligner
 from streamer.app.node import Node
+from streamer.capture.process import ProcessSource
 from streamer.config import Config, parse_config
 from streamer.datasets.avdigits.clips import write_clip
 from streamer.datasets.avdigits.settings import DEFAULT
@@ -41,11 +51,18 @@ def make_clips(directory: Path, clips: int, segments: int) -> list[Path]:
     return out
 
 
-def _config(port: int, files: list[Path]) -> Config:
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that ended (and were waited for)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def _config(port: int, files: list[Path], capture: str) -> Config:
     return parse_config({
         "node": "bench-overhead",
         "mqtt": {"url": f"mqtt://127.0.0.1:{port}"},
         "log_level": "warning",
+        "capture": capture,
         "streams": [
             {"id": f"c{i}", "video": f"file://{f}", "audio": f"file://{f}", "realtime": False,
              "text": []}
@@ -54,9 +71,10 @@ def _config(port: int, files: list[Path]) -> Config:
     })  # fmt: skip
 
 
-async def _decode(path: Path, loaded: LoadedModel) -> list[Item]:
-    src = AVSource(f"file://{path}", video=True, audio=True, spec=loaded.spec, realtime=False,
-                   stream=path.stem, slot_frames=True)  # fmt: skip
+async def _decode(path: Path, loaded: LoadedModel, process: bool = False) -> list[Item]:
+    kind = ProcessSource if process else AVSource
+    src = kind(f"file://{path}", video=True, audio=True, spec=loaded.spec, realtime=False,
+               stream=path.stem, slot_frames=True)  # fmt: skip
     items: list[Item] = []
     await src.open()
     try:
@@ -86,12 +104,13 @@ def _windows(items: list[Item], stream: str, cfg: Config, loaded: LoadedModel) -
 
 async def overhead_ratio(
     port: int, loaded: LoadedModel, directory: Path, *, clips: int = 4, segments: int = 8,
-    repeats: int = 3,
+    repeats: int = 3, capture: str = "thread",
 ) -> dict[str, float]:  # fmt: skip
     files = make_clips(directory, clips, segments)
-    cfg = _config(port, files)
+    cfg = _config(port, files, capture)
     batch = cfg.model.max_batch
     decode: list[float] = []
+    decode_same: list[float] = []  # capture: process, decoding alone in capture processes
     model: list[float] = []
     full: list[float] = []
     inputs: list[WindowInputs] = []
@@ -99,9 +118,13 @@ async def overhead_ratio(
     for _ in range(repeats):
         # decoding alone, every clip at once as in the node (the demuxer threads count:
         # process time covers every thread)
-        t0 = time.process_time()
+        t0 = cpu_s()
         decoded = await asyncio.gather(*(_decode(f, loaded) for f in files))
-        decode.append(time.process_time() - t0)
+        decode.append(cpu_s() - t0)
+        if capture == "process":
+            t0 = cpu_s()
+            await asyncio.gather(*(_decode(f, loaded, process=True) for f in files))
+            decode_same.append(cpu_s() - t0)
         if not inputs:  # the model alone, on the same windows, batched as the runner would
             windows = [w for f, items in zip(files, decoded, strict=True)
                        for w in _windows(items, f.stem, cfg, loaded)]  # fmt: skip
@@ -114,12 +137,16 @@ async def overhead_ratio(
         model.append(time.process_time() - t0)
         # the whole node over the same files
         node = Node(cfg, loaded=loaded)
-        t0 = time.process_time()
+        t0 = cpu_s()
         await node.run()
-        full.append(time.process_time() - t0)
+        full.append(cpu_s() - t0)
         published = node.published
-    return {
+    out = {
         "overhead_ratio": min(full) / (min(decode) + min(model)),
         "decode_cpu_s": min(decode), "model_cpu_s": min(model), "run_cpu_s": min(full),
         "windows": float(len(inputs)), "published": float(published),
     }  # fmt: skip
+    if decode_same:
+        out["decode_same_capture_cpu_s"] = min(decode_same)
+        out["overhead_ratio_same_capture"] = min(full) / (min(decode_same) + min(model))
+    return out
