@@ -3,6 +3,9 @@ the journal that keeps it in step with the outbox while the broker is away."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
 from pathlib import Path
 
 import pytest
@@ -100,4 +103,46 @@ async def test_a_failing_disk_is_counted_and_the_outbox_keeps_everything(tmp_pat
         with pytest.raises(SpoolError, match="outbox.sqlite3"):
             spool.save([(0, pred(0))])
     finally:
+        spool.close()
+
+
+async def test_a_tick_cancelled_mid_write_leaves_the_write_to_stop_and_its_failure_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown cancels the journal's task while a write that will fail is in progress:
+    stop() still waits for it (so the final save comes last), and its failure is read
+    (no 'Future exception was never retrieved')."""
+    spool = Spool(tmp_path)
+    spool.open()
+    started, release = threading.Event(), threading.Event()
+
+    def failing_sync(below: int, rows: object) -> None:
+        started.set()
+        release.wait(10)
+        raise SpoolError("the disk went read-only")
+
+    monkeypatch.setattr(spool, "sync", failing_sync)
+    unread: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: unread.append(ctx))
+    try:
+        outbox = Outbox(100)
+        journal = Journal(spool, outbox)
+        outbox.put(pred(0))
+        await journal.tick()  # queued since this tick only: nothing to write yet
+        tick = asyncio.create_task(journal.tick())
+        assert await asyncio.to_thread(started.wait, 10)
+        tick.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tick
+        stopping = asyncio.create_task(journal.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=0.2)
+        assert not done  # it waits for the write in progress
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        gc.collect()
+        assert unread == []
+    finally:
+        release.set()
+        loop.set_exception_handler(None)
         spool.close()

@@ -171,11 +171,14 @@ class Journal:
         if not rows and not stale:
             self._hi = max(self._hi, upto)
             return
-        self._writing = asyncio.get_running_loop().run_in_executor(
+        writing = self._writing = asyncio.get_running_loop().run_in_executor(
             None, self.spool.sync, head, rows
         )
+        # its outcome is read even when this tick is cancelled mid-write (at shutdown):
+        # then the write stays in ``_writing`` for stop() to wait for
+        writing.add_done_callback(_read_outcome)
         try:
-            await asyncio.shield(self._writing)
+            await asyncio.shield(writing)
         except SpoolError as e:
             self.failures += 1
             self._errors.log(
@@ -184,7 +187,8 @@ class Journal:
             )  # fmt: skip
             return
         finally:
-            self._writing = None
+            if writing.done():
+                self._writing = None
         self.writes += 1
         self._lo, self._hi = head, max(self._hi, upto)
 
@@ -194,6 +198,12 @@ class Journal:
         if writing is not None:
             with contextlib.suppress(Exception):
                 await writing
+
+
+def _read_outcome(f: asyncio.Future[None]) -> None:
+    """Mark a journal write's failure as seen (tick() logs it; a cancelled tick cannot)."""
+    if not f.cancelled():
+        f.exception()
 
 
 def _values(rows: Iterator[Row] | Sequence[Row]) -> list[tuple[int, str, bytes, int]]:
