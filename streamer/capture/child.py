@@ -1,11 +1,11 @@
 """The capture process: one :class:`~streamer.sources.av.AVSource` decoding into a ring.
 
-Started as ``python -m streamer.capture`` (a fresh interpreter, as the spawn context
-would, but without re-importing the node's main module: the node has torch and
-threads, and a fork of it would carry both), it attaches the parent's
-:class:`~.ring.ShmRing`, opens the source and runs its demuxer loop in the main
-thread (:meth:`AVSource.serve`), converted items going to the ring instead of the
-event loop (:class:`RingSink`). Around it:
+Forked from the node's fork server (:func:`~streamer.capture.process.capture_context`:
+a fresh interpreter with numpy and PyAV imported, never a fork of the node, which has
+torch and threads), :func:`run` attaches the parent's :class:`~.ring.ShmRing`, opens
+the source and runs its demuxer loop in the main thread (:meth:`AVSource.serve`),
+converted items going to the ring instead of the event loop (:class:`RingSink`).
+Around it:
 
 * the wake pipe: one byte per item (non-blocking; a full pipe already wakes the node);
 * the control pipe: the parent's ``stop``, and back ``ready`` / ``open-error`` /
@@ -31,8 +31,6 @@ import os
 import queue
 import select
 import signal
-import socket
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -251,12 +249,10 @@ def _mono() -> int:
     return time.monotonic_ns()
 
 
-def run_from_argv(argv: list[str]) -> None:
-    """``python -m streamer.capture NAME WAKE SPACE CTRL`` with the params on stdin."""
+def run(params: str, ring_name: str, wake: Connection, ctrl: Connection,
+        space: Connection | None) -> None:  # fmt: skip
+    """A capture process's target: ``params`` (:meth:`ChildParams.to_json`), the ring's
+    name and the pipes' ends that multiprocessing handed over."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle
-    name, wake, space, ctrl = argv[:4]
-    sock = socket.socket(fileno=int(ctrl))
-    main(
-        ChildParams.from_json(sys.stdin.read()), name, int(wake),
-        None if space == "-" else int(space), Connection(sock.detach()),
-    )  # fmt: skip
+    main(ChildParams.from_json(params), ring_name, wake.fileno(),
+         space.fileno() if space is not None else None, ctrl)  # fmt: skip
