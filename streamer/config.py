@@ -426,7 +426,7 @@ class Config(_Model):
     events: EventsConfig | None = None  # absent: no events
     history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
     snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
-    capture: Literal["thread", "process"] = "thread"  # where PyAV sources decode
+    capture: Literal["thread", "process"] = "process"  # where PyAV sources decode
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

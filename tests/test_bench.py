@@ -17,7 +17,7 @@ from conftest import IN_CI, REPO, require_tool
 KEYS = {
     "incremental_speedup", "k", "overhead_ratio", "latency_ms", "streams_realtime",
     "streams_realtime_by_workers", "streams_realtime_p99_100ms", "publish_per_s", "device",
-    "machine", "encoders", "perception", "overhead_by_capture",
+    "machine", "encoders", "perception", "overhead_by_capture", "streams_realtime_files",
 }  # fmt: skip
 
 
@@ -55,6 +55,8 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     assert "1" in by_workers and str(figures["machine"]["cores"]) in by_workers
     assert figures["streams_realtime"] == max(by_workers.values()) > 0
     assert 0 <= figures["streams_realtime_p99_100ms"] <= by_workers["1"]
+    files = figures["streams_realtime_files"]
+    assert set(files) == {"thread", "process"} and all(n > 0 for n in files.values())
     assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
     assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
     # a progress line per phase, and the table

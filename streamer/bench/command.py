@@ -4,7 +4,8 @@ one run on this machine, a progress line per phase, a table at the end.
 Figures (JSON keys): incremental_speedup and k, overhead_ratio (the node's default
 capture) and overhead_by_capture (thread and process), latency_ms {p50, p99} at 8 paced
 streams, streams_realtime (and per worker count), streams_realtime_p99_100ms (1 worker,
-p99 within 100 ms), publish_per_s, device, machine;
+p99 within 100 ms), streams_realtime_files (1 worker, looping files decoded by PyAV, per
+capture mode), publish_per_s, device, machine;
 encoders (the shipped model's, per modality: items per second on one core, as run, in
 torch and on onnxruntime, and the share of a window's cost); perception (the preset:
 incremental_speedup, k, encoders, streams_realtime; null when its extra is missing).
@@ -28,7 +29,7 @@ from streamer.bench.encoders import encoder_rates
 from streamer.bench.env import machine, mosquitto
 from streamer.bench.incremental import incremental_speedup
 from streamer.bench.live import Trial, run_trial, streams_realtime
-from streamer.bench.overhead import overhead_ratio
+from streamer.bench.overhead import make_clips, overhead_ratio
 from streamer.bench.publish import publish_per_s
 from streamer.config import Config, ModelConfig, WindowConfig
 from streamer.errors import StreamerError
@@ -41,6 +42,7 @@ TARGETS = {
     "latency_ms.p99": "≤ 50 ms",
     "streams_realtime": "≥ 16 on 2 cores",
     "streams_realtime_p99_100ms": "-",
+    "streams_realtime_files": "-",
     "overhead_ratio (capture: process)": "≤ 1.15",
     "publish_per_s": "≥ 8,000",
     "perception.incremental_speedup": "≥ 0.9 × k",
@@ -115,6 +117,16 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
             port, seconds=3 if quick else 10, start=2 if quick else 8, cap=4 if quick else 512,
             device=device, progress=step, p99_ms=100.0, trials=one_worker,
         )  # fmt: skip
+        out["streams_realtime_files"] = {}
+        with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
+            (clip,) = make_clips(Path(d), 1, 2 if quick else 8)
+            for capture in ("thread", "process"):
+                _say(f"      … looping a file (PyAV), capture: {capture}, 1 worker (search) …")
+                out["streams_realtime_files"][capture] = await streams_realtime(
+                    port, seconds=3 if quick else 10, start=2 if quick else 8,
+                    cap=4 if quick else 512, device=device, progress=step, clip=clip,
+                    capture=capture,
+                )  # fmt: skip
         _say("[6/7] pipeline overhead over decode + model, capture: thread and process …")
         out["overhead_by_capture"] = {}
         for capture in ("thread", "process"):
@@ -199,6 +211,8 @@ def _table(out: dict[str, Any]) -> None:
         ("streams_realtime", ", ".join(f"{n} ({w} worker{'s' if w != '1' else ''})"
                                        for w, n in out["streams_realtime_by_workers"].items())),
         ("streams_realtime_p99_100ms", f"{out['streams_realtime_p99_100ms']} (1 worker)"),
+        ("streams_realtime_files", ", ".join(f"{n} ({c})" for c, n in
+                                             out["streams_realtime_files"].items())),
         ("publish_per_s", f"{out['publish_per_s']:,}"),
     ]  # fmt: skip
     if (perc := out.get("perception")) is not None:

@@ -2,7 +2,9 @@
 Mosquitto: ``latency_ms`` at 8 streams and ``streams_realtime`` found by search.
 
 A stream is 320x240 video at 10 fps + 16 kHz audio (``synthetic:``) + one text event per
-second, published over MQTT by the bench. End-to-publish is arrival time minus the
+second, published over MQTT by the bench; with ``clip``, its video and audio are instead
+that file, looped and paced to the wall clock (a PyAV source: decoded where ``capture``
+says, in the node's threads or in capture processes). End-to-publish is arrival time minus the
 window's end, stamped by ``mosquitto_sub`` (a C subscriber, its own process): a Python
 subscriber sharing a busy process with the text publisher adds its own scheduling delay
 (about 30 ms at p99 on a loaded 2-core box), which is not the node's. Counters come from
@@ -92,31 +94,40 @@ class Trial:
         return float(np.percentile(lat, q)) if lat else float("inf")
 
 
-def _config(port: int, n: int, device: str, checkpoint: str | None) -> dict[str, Any]:
+def _stream(i: int, clip: Path | None) -> dict[str, Any]:
+    if clip is not None:
+        url = f"file://{clip}"
+        return {"id": f"s{i}", "video": url, "audio": url, "loop": True}
+    return {"id": f"s{i}", "video": f"synthetic:pattern?seed={i}&fps=10&size=320x240",
+            "audio": f"synthetic:tone?freq={300 + 5 * i}"}  # fmt: skip
+
+
+def _config(
+    port: int, n: int, device: str, checkpoint: str | None, clip: Path | None, capture: str
+) -> dict[str, Any]:
     return {
         "node": NODE,
         "model": {"device": device, "checkpoint": checkpoint},
         "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "stats_interval": 1.0},
         "window": {"length": 2.0, "hop": HOP, "max_delay": 0.5},
         "log_level": "warning",
-        "streams": [
-            {"id": f"s{i}", "video": f"synthetic:pattern?seed={i}&fps=10&size=320x240",
-             "audio": f"synthetic:tone?freq={300 + 5 * i}"}
-            for i in range(n)
-        ],
+        "capture": capture,
+        "streams": [_stream(i, clip) for i in range(n)],
     }  # fmt: skip
 
 
 async def run_trial(
     port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto",
-    workers: int = 1, checkpoint: str | None = None,
+    workers: int = 1, checkpoint: str | None = None, clip: Path | None = None,
+    capture: str = "process",
 ) -> Trial:  # fmt: skip
     """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw.
-    ``checkpoint``: ``model.checkpoint`` (a directory or a preset; None: the shipped one)."""
+    ``checkpoint``: ``model.checkpoint`` (a directory or a preset; None: the shipped one);
+    ``clip``: the streams loop this file (decoded as ``capture`` says), not synthetic."""
     trial = Trial(n, min(workers, n))
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
         cfg = Path(d) / "cfg.yaml"
-        cfg.write_text(yaml.safe_dump(_config(port, n, device, checkpoint)))
+        cfg.write_text(yaml.safe_dump(_config(port, n, device, checkpoint, clip, capture)))
         log = Path(d) / "run.log"
         async with _subscriber(port, trial):
             with log.open("wb") as f:
@@ -244,7 +255,8 @@ def realtime(trial: Trial, p99_ms: float = 1000.0) -> bool:
 async def streams_realtime(
     port: int, *, seconds: float = 10.0, start: int = 8, cap: int = 512,
     device: str = "auto", workers: int = 1, progress: Any = None, checkpoint: str | None = None,
-    p99_ms: float = 1000.0, trials: dict[int, Trial] | None = None,
+    p99_ms: float = 1000.0, trials: dict[int, Trial] | None = None, clip: Path | None = None,
+    capture: str = "process",
 ) -> int:  # fmt: skip
     """The most streams sustained (:func:`realtime` within ``p99_ms``): doubling from
     ``start``, then bisection to within 10 %. ``trials``: trials by stream count, run
@@ -253,8 +265,10 @@ async def streams_realtime(
 
     async def good(n: int) -> bool:
         if n not in seen:
-            seen[n] = await run_trial(port, n, seconds=seconds, device=device, workers=workers,
-                                      checkpoint=checkpoint)  # fmt: skip
+            seen[n] = await run_trial(
+                port, n, seconds=seconds, device=device, workers=workers,
+                checkpoint=checkpoint, clip=clip, capture=capture,
+            )  # fmt: skip
         ok = realtime(seen[n], p99_ms)
         if progress is not None:
             progress(n, seen[n], ok)
