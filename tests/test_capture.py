@@ -188,3 +188,20 @@ def test_open_error_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such file"):
         asyncio.run(src.open())
     assert shm_names() == before
+
+
+def test_a_cancel_that_meets_a_wake_is_not_lost() -> None:
+    """A stop cancels a reader the moment an item wakes it: the reader must end
+    (Python 3.11's wait_for returned normally there, and a node hung at its stop)."""
+
+    async def scenario() -> None:
+        src = ProcessSource("file:///x.mp4", video=True, audio=False, spec=SPEC)
+        src._loop = asyncio.get_running_loop()
+        waiting = asyncio.create_task(src._wait(30.0))
+        await asyncio.sleep(0)  # one loop turn: it waits now
+        src._set()  # an item's wake ...
+        waiting.cancel()  # ... and the stop, in the same turn
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(scenario())

@@ -269,8 +269,12 @@ class StreamPipeline:
                     return
                 deadline = self._armed = self.aligner.next_deadline_ns()
             timeout = None if deadline is None else max(0.0, (deadline - now) / 1e9)
+            # asyncio.timeout, never wait_for: Python 3.11's wait_for returns normally when
+            # a cancel meets the wake it waits for, and the cancelled task then runs on (a
+            # node with 32 capture processes hung at its stop that way)
             try:
-                await asyncio.wait_for(self._poke.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._poke.wait()
             except TimeoutError:
                 pass
 

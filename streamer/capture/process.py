@@ -317,8 +317,9 @@ class ProcessSource:
     async def _wait(self, seconds: float) -> None:
         assert self._loop is not None
         fut = self._waiter = self._loop.create_future()
-        try:
-            await asyncio.wait_for(fut, seconds)
+        try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
+            async with asyncio.timeout(seconds):
+                await fut
         except TimeoutError:
             pass
         finally:

@@ -210,8 +210,9 @@ class InferenceRunner:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
+                    async with asyncio.timeout(remaining):
+                        batch.append(await self.queue.get())
                 except TimeoutError:
                     break
             results = await self._run_batch(loop, batch)

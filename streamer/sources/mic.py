@@ -196,8 +196,9 @@ class MicSource:
     async def recv(self) -> Item:
         if self._handoff is None:
             raise SourceError(self.url, "recv() before open()")
-        try:
-            return await asyncio.wait_for(self._handoff.get(), self.stall_s)
+        try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
+            async with asyncio.timeout(self.stall_s):
+                return await self._handoff.get()
         except TimeoutError:
             # a device that vanishes (unplugged, its sound server gone) may just go quiet
             problem = f"no audio for {self.stall_s:g} s: the device is gone"
