@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
@@ -146,7 +147,7 @@ class ProcessSource:
         self._space: int | None = None
         self._ctrl: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
         self._msgs: list[tuple[object, ...]] = []
         self._dead = False
         self._stalled = False
@@ -183,6 +184,7 @@ class ProcessSource:
 
     async def open(self) -> None:
         await self.close()
+        await asyncio.to_thread(_ensure_fork_server)  # its first start takes ~0.3 s
         self._loop = loop = asyncio.get_running_loop()
         self._msgs, self._dead, self._stalled = [], False, False
         self._ring = ShmRing.create(self.slots, self._payload)
@@ -201,7 +203,11 @@ class ProcessSource:
             args=(self._params.to_json(), self._ring.name, *ends),
         )  # fmt: skip
         try:
-            await asyncio.to_thread(_start, proc)
+            # on the loop, as every use of ``proc`` is: multiprocessing's Popen is not
+            # thread-safe (a start polls every other child; two threads polling one child
+            # both try to read its exit code, and one blocks for ever)
+            with _main_left_alone():
+                proc.start()
         finally:
             for end in ends:  # the child has its own copies now
                 if end is not None:
@@ -231,24 +237,27 @@ class ProcessSource:
     async def close(self) -> None:
         """Stop the child, kill it if it does not go, unlink the ring; idempotent."""
         proc, ring = self._proc, self._ring
-        if self._loop is not None and not self._loop.is_closed():
-            for fd in (self._wake, self._sentinel):
-                if fd is not None:
-                    self._loop.remove_reader(fd)
+        loop = self._loop if self._loop is not None and not self._loop.is_closed() else None
+        if loop is not None:
+            if self._wake is not None:
+                loop.remove_reader(self._wake)
             if self._ctrl is not None and not self._ctrl.closed:
-                self._loop.remove_reader(self._ctrl.fileno())
-        if proc is not None:
-            if self._ctrl is not None and proc.exitcode is None and not self._stalled:
+                loop.remove_reader(self._ctrl.fileno())
+        if proc is not None and loop is not None:  # its sentinel says when it is gone
+            if not self._dead and self._ctrl is not None and not self._stalled:
                 try:
                     self._ctrl.send("stop")
                 except OSError:
                     pass
-                await _join(proc, JOIN_S)
-            if proc.exitcode is None:
+                await self._until_dead(JOIN_S)
+            if not self._dead:
                 proc.kill()  # stalled, stopped by a signal, or stuck in a read
-                await _join(proc, JOIN_S)
-            if proc.exitcode is not None:
-                proc.close()  # its sentinel
+                await self._until_dead(JOIN_S)
+            if self._dead:
+                proc.close()  # its exit code read, its sentinel closed
+            else:
+                loop.remove_reader(proc.sentinel)
+                log.warning("%s: capture process %s still there after SIGKILL", self.url, proc.pid)
         for fd in (self._wake, self._space):
             if fd is not None:
                 os.close(fd)
@@ -315,20 +324,27 @@ class ProcessSource:
             await self._wait(min(left, BEAT_S * 2) if not self.live else left)
 
     async def _wait(self, seconds: float) -> None:
+        """Until something happens (an item, a message, the child's exit) or ``seconds``."""
         assert self._loop is not None
-        fut = self._waiter = self._loop.create_future()
+        fut = self._loop.create_future()
+        self._waiters.add(fut)
         try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
             async with asyncio.timeout(seconds):
                 await fut
         except TimeoutError:
             pass
         finally:
-            self._waiter = None
+            self._waiters.discard(fut)
+
+    async def _until_dead(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._dead and (left := deadline - time.monotonic()) > 0:
+            await self._wait(left)
 
     def _set(self) -> None:
-        fut = self._waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _on_wake(self) -> None:
         assert self._wake is not None and self._loop is not None
@@ -370,10 +386,11 @@ class ProcessSource:
         return f"exited ({code})"
 
 
-def _start(proc: BaseProcess) -> None:
-    """Start ``proc`` (off the loop: the first start also starts the fork server)."""
-    with _one_blas_thread(), _main_left_alone():
-        proc.start()
+def _ensure_fork_server() -> None:
+    """Start the fork server if it is not running (a thread's work: ~0.3 s the first time)."""
+    capture_context()
+    with _one_blas_thread():
+        forkserver.ensure_running()
 
 
 @contextlib.contextmanager
@@ -394,6 +411,3 @@ def _main_left_alone() -> Iterator[None]:
     finally:
         main.__spec__ = spec
 
-
-async def _join(proc: BaseProcess, seconds: float) -> None:
-    await asyncio.to_thread(proc.join, seconds)
