@@ -1,6 +1,6 @@
 """The capture process: one :class:`~streamer.sources.av.AVSource` decoding into a ring.
 
-Forked from the node's fork server (:func:`~streamer.capture.process.capture_context`:
+Forked from the node's fork server (:mod:`streamer.capture.forkserver`:
 a fresh interpreter with numpy and PyAV imported, never a fork of the node, which has
 torch and threads), :func:`run` attaches the parent's :class:`~.ring.ShmRing`, opens
 the source and runs its demuxer loop in the main thread (:meth:`AVSource.serve`),

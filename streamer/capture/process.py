@@ -8,7 +8,7 @@ for a PyAV URL under ``capture: process``. Each ``open()`` creates a shared-memo
 (readable when it dies): no polling.
 
 Capture processes are forked from a fork server (``multiprocessing``'s ``forkserver``
-context, :func:`capture_context`): a fresh interpreter started once per node process,
+context, :mod:`.forkserver`): a fresh interpreter started once per node process,
 never a fork of the node with its torch and threads, that has imported numpy and PyAV
 (:data:`PRELOAD`). A capture process then starts in milliseconds instead of paying
 about 0.3 s of CPU for those imports at every open.
@@ -24,25 +24,18 @@ the ring, whatever became of the child.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.machinery
 import logging
-import multiprocessing
 import os
 import signal
 import socket
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from multiprocessing import forkserver
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 
 from models.spec import ModelSpec
 from streamer.capture import child
 from streamer.capture.child import BEAT_S, ChildParams
+from streamer.capture.forkserver import capture_context, ensure_fork_server, main_left_alone
 from streamer.capture.ring import BEAT, CORRUPT, SKIPPED, SNAPS_LOST, STALE, VIDEO, ShmRing
 from streamer.clock import NODE_CLOCK, NodeClock
 from streamer.errors import SourceEnded, SourceError, SourceOpenError, SourcePermanentError
@@ -55,39 +48,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SLOTS = 32
 SPAWN_S = 10.0  # the fork server's first start (numpy and PyAV), on a loaded machine
 JOIN_S = 3.0  # a stopped child's exit, before it is killed
-PRELOAD = ["streamer.capture.child", "streamer.sources.av"]  # what the fork server imports
-
-_context_lock = threading.Lock()
-_context: ForkServerContext | None = None
-
-
-def capture_context() -> ForkServerContext:
-    """The ``forkserver`` context that capture processes start from, preloading
-    :data:`PRELOAD` (set once per process)."""
-    global _context
-    with _context_lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            assert isinstance(ctx, ForkServerContext)
-            ctx.set_forkserver_preload(PRELOAD)
-            _context = ctx
-        return _context
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """While the fork server may start: numpy's OpenBLAS in it (and so in every capture
-    process) with one thread, which halves numpy's import and is all a decoder needs."""
-    with _context_lock:
-        before = os.environ.get("OPENBLAS_NUM_THREADS")
-        os.environ["OPENBLAS_NUM_THREADS"] = "1"
-        try:
-            yield
-        finally:
-            if before is None:
-                del os.environ["OPENBLAS_NUM_THREADS"]
-            else:
-                os.environ["OPENBLAS_NUM_THREADS"] = before
 
 
 class ProcessSource:
@@ -184,7 +144,7 @@ class ProcessSource:
 
     async def open(self) -> None:
         await self.close()
-        await asyncio.to_thread(_ensure_fork_server)  # its first start takes ~0.3 s
+        await asyncio.to_thread(ensure_fork_server)  # its first start takes ~0.3 s
         self._loop = loop = asyncio.get_running_loop()
         self._msgs, self._dead, self._stalled = [], False, False
         self._ring = ShmRing.create(self.slots, self._payload)
@@ -206,7 +166,7 @@ class ProcessSource:
             # on the loop, as every use of ``proc`` is: multiprocessing's Popen is not
             # thread-safe (a start polls every other child; two threads polling one child
             # both try to read its exit code, and one blocks for ever)
-            with _main_left_alone():
+            with main_left_alone():
                 proc.start()
         finally:
             for end in ends:  # the child has its own copies now
@@ -384,30 +344,3 @@ class ProcessSource:
         if code is not None and code < 0:
             return f"killed by {signal.Signals(-code).name}"
         return f"exited ({code})"
-
-
-def _ensure_fork_server() -> None:
-    """Start the fork server if it is not running (a thread's work: ~0.3 s the first time)."""
-    capture_context()
-    with _one_blas_thread():
-        forkserver.ensure_running()
-
-
-@contextlib.contextmanager
-def _main_left_alone() -> Iterator[None]:
-    """While a capture process starts: multiprocessing tells each child to re-run the
-    parent's main module, unless it is imported by a name ending in ``.__main__`` (as
-    ``python -m streamer`` is). Run as the ``streamer`` console script, that module is
-    the script, and re-running it would import the CLI, torch included, in every capture
-    process, which needs none of it: so the child is told the ``-m`` name instead."""
-    main = sys.modules["__main__"]
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name.endswith(".__main__"):
-        yield
-        return
-    main.__spec__ = importlib.machinery.ModuleSpec("streamer.__main__", None)
-    try:
-        yield
-    finally:
-        main.__spec__ = spec
-
