@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from streamer import __version__
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 
 if TYPE_CHECKING:
     from streamer.app.node import Node
     from streamer.app.supervisor import Supervisor
+    from streamer.cluster.controller import Controller
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +39,7 @@ def _setup_logging(level: str) -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def _until_signalled(node: Node | Supervisor) -> int:
+async def _until_signalled(node: Node | Supervisor | Controller) -> int:
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, node.stop)
@@ -65,6 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from streamer.sources.factory import preflight
 
         preflight(cfg)  # what no retry would cure (a missing package...): exit 2 now
+    if args.engine == "ray":
+        if args.workers > 1 or worker is not None:
+            raise ConfigError("--workers", "--engine ray places the streams itself (shards)")
+        from streamer.cluster.controller import Controller
+
+        return asyncio.run(_until_signalled(Controller(cfg, address=args.address)))
+    if args.address is not None:
+        raise ConfigError("--address", "names a Ray cluster: it needs --engine ray")
     if worker is None and args.workers > 1:
         supervisor = Supervisor(cfg, args.config, args.set or [], args.workers)
         return asyncio.run(_until_signalled(supervisor))
@@ -259,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_count, default=1,
                    help="split the streams over N processes (default 1)")  # fmt: skip
     r.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # I/N, set by --workers
+    r.add_argument("--engine", choices=["node", "ray"], default="node",
+                   help="node: this process (default); ray: shards on a Ray cluster")  # fmt: skip
+    r.add_argument("--address", default=None,
+                   help="--engine ray: the cluster (HOST:PORT, or auto; default RAY_ADDRESS "
+                        "or a Ray of its own on this machine)")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="validate a config and open each source")

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamer.cluster.settings import RayConfig, check_host
 from streamer.configfile import read_config_file, set_value
 from streamer.errors import ConfigError
 from streamer.events.settings import EventsConfig
@@ -281,8 +282,12 @@ class StreamConfig(_Model):
     realtime: bool = True
     loop: bool = False
     capture: Literal["thread", "process"] | None = None  # PyAV sources; None: the node's
+    host: str | None = None  # --engine ray: run on the Ray node labelled streamer.io/host=HOST
 
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
+    _host = field_validator("host")(
+        classmethod(lambda cls, v: None if v is None else check_host(v))
+    )
 
     @field_validator("video")
     @classmethod
@@ -427,6 +432,7 @@ class Config(_Model):
     history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
     snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
     capture: Literal["thread", "process"] = "process"  # where PyAV sources decode
+    ray: RayConfig = RayConfig()  # --engine ray: shards and runners
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

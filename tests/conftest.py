@@ -7,6 +7,7 @@ test that needs one is skipped and says why.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,11 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Ray (tests/ray_helpers.py) reads its authentication mode once, at its first use in a
+# process: the test clusters and the controllers they start use token auth, set here
+# before anything imports ray
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -49,6 +49,7 @@ class ModelSwitch:
         self.refused = 0
         self._lock = asyncio.Lock()
         self.decided = asyncio.Event()  # set after each request, switched or refused
+        self.unsupported: str | None = None  # why no switch can happen here (refused)
 
     def counters(self) -> dict[str, Any]:
         mid = self.current.id
@@ -59,6 +60,8 @@ class ModelSwitch:
         """Switch to the checkpoint ``payload`` names; True when it runs now."""
         async with self._lock:
             try:
+                if self.unsupported is not None:
+                    raise StreamerError(self.unsupported)
                 path = self._path(payload)
                 loaded = await asyncio.to_thread(self._load, path)
                 why = same_inputs(self.current, loaded)

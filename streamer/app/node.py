@@ -39,7 +39,7 @@ from streamer.events.setup import node_events
 from streamer.frames import Modality, Window
 from streamer.history.store import EventStore
 from streamer.inference.model import LoadedModel, load_model
-from streamer.inference.runner import InferenceRunner, Result
+from streamer.inference.runner import Fusion, InferenceRunner, Result
 from streamer.predictions import PredictionBuilder, new_run_id
 from streamer.sinks.base import Sink, StatsReport, Status, StreamState
 from streamer.sinks.broker import broker_for
@@ -73,9 +73,13 @@ class Node:
         worker: int | None = None,
         sinks: list[Sink] | None = None,
         sources: Callable[[StreamConfig], list[Source]] | None = None,
+        fusion: Callable[[], Fusion] | None = None,
+        placement: dict[str, Any] | None = None,
     ):
         """``sinks``: in place of those the config names (MQTT, file); ``sources``: opens
-        a stream's sources in place of its URLs (a test's fakes)."""
+        a stream's sources in place of its URLs (a test's fakes); ``fusion``: what infers
+        in place of the loaded model (a shard's runner actor, --engine ray); ``placement``:
+        where this node runs, said in its stats (a shard's Ray node)."""
         self.cfg = cfg
         self.clock = clock
         self.worker = worker  # one of several processes (--workers): no "available" of its own
@@ -115,6 +119,8 @@ class Node:
             self.tracker.subscribe(self._record_event)
         self._own_sinks = sinks is None
         self._open_sources = sources
+        self._fusion = fusion
+        self.placement = placement
         self._spool: Spool | None = None
         if self._own_sinks:  # opened here: a spool or file it cannot take is exit 2
             if cfg.mqtt.outbox_dir is not None:
@@ -137,14 +143,18 @@ class Node:
             cfg = self.cfg.model_copy(update={"mqtt": mqtt})
             if self._own_sinks:
                 self.sinks.sinks.insert(0, self._mqtt_sink(cfg))
+            fusion = self._fusion() if self._fusion is not None else self.loaded.make_fusion()
             runner_cm = InferenceRunner(
-                self.loaded.make_fusion(), self.loaded.spec, cfg.model, self._on_result,
+                fusion, self.loaded.spec, cfg.model, self._on_result,
                 device=self.loaded.device, on_drop=self._on_drop, model=self.loaded.id,
             )  # fmt: skip
             async with self.sinks, runner_cm as runner, self._history():
                 text_in = self._text_input(cfg)
                 streams = self._streams(cfg, runner, text_in)
                 self.switch = ModelSwitch(cfg, runner, self.loaded)
+                if self._fusion is not None:  # the model runs elsewhere (a runner actor)
+                    self.switch.unsupported = "the model runs in runner actors (--engine ray): "\
+                        "restart with model.checkpoint set instead"
                 self.control = NodeControl(
                     cfg, self.switch, streams, self.tracker, client_id=f"{self.client_id}-control"
                 )
@@ -387,6 +397,7 @@ class Node:
         return {
             "node": self.cfg.node,
             **({"worker": self.worker} if self.worker is not None else {}),
+            **(self.placement or {}),
             "run": self.run_id,
             "ts": self.clock.now_ns() / 1e9,
             "streams": streams,

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,17 @@ log = logging.getLogger(__name__)
 # where a window the aligner emitted can be lost on its way to a prediction
 DROP_PLACES = ("inference_queue", "inference_error", "result_error")
 OnDrop = Callable[[Window, str], None]
+
+
+class Fusion(Protocol):
+    """What the runner's inference thread calls: a :class:`CachedFusion`, or under
+    ``--engine ray`` a :class:`~streamer.cluster.runner.RemoteFusion`."""
+
+    def infer(
+        self, windows: Sequence[WindowInputs]
+    ) -> tuple[torch.Tensor, list[tuple[Tag, ...]] | None]: ...
+
+    def drop_session(self, session: Hashable) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,7 @@ class InferenceRunner:
 
     def __init__(
         self,
-        fusion: CachedFusion,
+        fusion: Fusion,
         spec: ModelSpec,
         cfg: ModelConfig,
         on_result: Callable[[Result], Awaitable[None]],
@@ -102,7 +113,7 @@ class InferenceRunner:
     ) -> None:
         self._fusion = fusion
         self.model = model
-        self._next: tuple[CachedFusion, ModelSpec, ModelId] | None = None  # see swap()
+        self._next: tuple[Fusion, ModelSpec, ModelId] | None = None  # see swap()
         self._spec = spec
         self._cfg = cfg
         self._on_result = on_result

@@ -18,6 +18,8 @@ Assistant discovery prefix (``mqtt.discovery_prefix``, default ``homeassistant``
     P/N/S/thresholds          JSON, the echo                              1 / retained
     P/N/set/model             a checkpoint's path or a preset's name      subscribed
     P/N/stats                 stats JSON                                  0 / no
+    P/N/shards                where each shard runs (--engine ray)        1 / retained
+    P/N/S/gap                 gap marker: windows not produced (ray)      1 / no
     D/sensor/N/S_label/config Home Assistant discovery                    1 / retained
     D/binary_sensor/N/S_event_L/config  discovery of an event label       1 / retained
     D/image/N/S_snapshot/config         discovery of the snapshot image   1 / retained
@@ -68,6 +70,13 @@ class Topics:
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
+
+    @property
+    def shards(self) -> str:
+        return f"{self.base}/shards"
+
+    def gap(self, stream: str) -> str:
+        return f"{self.base}/{stream}/gap"
 
     def stream_available(self, stream: str) -> str:
         return f"{self.base}/{stream}/available"

@@ -1,0 +1,148 @@
+"""``streamer run --engine ray`` on a real multi-node Ray cluster on this machine, with a
+real Mosquitto: placement by labels, a node SIGKILLed (its raylet), a pinned stream that
+waits for its host, and a persistent subscriber that accounts for every window."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from conftest import Mosquitto
+from e2e_helpers import write_config
+from media import make_clip
+from ray_helpers import HOST, Seen, kill_raylet, ray_cluster, require_ray, start_controller
+
+NODE = "site"
+HOP = 0.5
+pytestmark = pytest.mark.timeout(300)
+
+
+def account(seen: Seen, stream: str) -> list[str]:
+    """Every window of ``stream`` accounted for: within a run, ``seq`` 0, 1, 2, ... with
+    starts a hop apart; between two runs, one gap marker that joins them exactly; no two
+    different payloads for one ``(run, stream, seq)``. Returns the runs in order."""
+    runs = seen.runs(stream)
+    by_run = {r: sorted({p["seq"]: p for p in seen.predictions[stream] if p["run"] == r}.values(),
+                        key=lambda p: p["seq"]) for r in runs}  # fmt: skip
+    for r, ps in by_run.items():
+        assert [p["seq"] for p in ps] == list(range(len(ps))), f"{stream} run {r}: seq gap"
+        for p in ps:
+            payloads = seen.raw[(r, stream, p["seq"])]
+            assert len(payloads) == 1, f"{stream} {r} {p['seq']}: two payloads"
+    gaps = seen.gaps[stream]
+    assert len(gaps) == len(runs) - 1, f"{stream}: runs {runs}, gap markers {gaps}"
+    for old, new, g in zip(runs, runs[1:], gaps, strict=False):
+        last, first = by_run[old][-1], by_run[new][0]
+        assert (g["prev"]["run"], g["run"]) == (old, new)
+        assert g["prev"]["seq"] == last["seq"] and g["seq"] == first["seq"] == 0
+        assert g["from"] == pytest.approx(last["window"]["start"] + HOP)
+        assert g["to"] == pytest.approx(first["window"]["start"])
+        assert g["windows"] == max(0, round((g["to"] - g["from"]) / HOP))
+    return runs
+
+
+async def _subscribe(client: aiomqtt.Client, seen: Seen) -> None:
+    base = f"streamer/{NODE}"
+    await client.subscribe(f"{base}/#", qos=1)
+    async for m in client.messages:
+        seen.take(str(m.topic), bytes(m.payload), base)  # type: ignore[arg-type]
+
+
+async def test_streams_placed_failed_over_and_accounted_for(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_ray()
+    clip = make_clip(tmp_path / "clip.mp4", 4.0, audio=True)
+    syn = "synthetic:pattern?seed={}&fps=10&size=160x120"
+    streams: list[dict[str, Any]] = [
+        {"id": "syn1", "video": syn.format(1)},
+        {"id": "syn2", "video": syn.format(2)},
+        {"id": "file1", "video": f"file://{clip}", "audio": f"file://{clip}", "loop": True},
+        {"id": "cam_b", "video": syn.format(3), "host": "b"},  # pinned: waits for host b
+        {"id": "cam_a", "video": syn.format(4), "host": "a"},  # pinned: host a joins later
+    ]
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "node": NODE, "mqtt": {"url": mosquitto.url, "stats_interval": 2.0},
+        "window": {"length": 1.0, "hop": HOP, "max_delay": 0.5},
+        "streams": streams,
+        "ray": {"streams_per_shard": 1, "runner_host": "head", "check_interval": 0.5},
+    })  # fmt: skip
+    seen = Seen()
+    with ray_cluster(monkeypatch) as cluster:
+        # the head holds the runner; b (4 CPUs) every shard that may run anywhere.
+        # (add_node on the main thread only: it sets signal handlers)
+        node_b = cluster.add_node(num_cpus=4, labels={HOST: "b"})
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="accountant",
+                                  clean_session=False) as client:  # fmt: skip
+            sub = asyncio.create_task(_subscribe(client, seen))
+            proc = await start_controller(cfg, cluster.address, tmp_path / "controller.log")
+            try:
+                await _scenario(cluster, node_b, seen)
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                rc = await asyncio.wait_for(proc.wait(), 90)
+            await seen.until("available stopped", lambda: "stopped" in seen.available, 20)
+            sub.cancel()
+    log = (tmp_path / "controller.log").read_text(errors="replace")
+    assert rc == 0, log[-3000:]
+    for s in ("syn1", "syn2", "file1", "cam_b"):
+        assert len(account(seen, s)) == 2, s  # one failover each: two runs, one marker
+    assert len(account(seen, "cam_a")) == 1  # never moved
+    assert seen.available[0] == "online" and seen.available[-1] == "stopped"
+    assert "offline" not in seen.available  # the controller never went away
+
+
+async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
+    b_id = node_b.node_id
+    unpinned = ("syn1", "syn2", "file1")
+    # placement: everything that may run anywhere on b (the head's CPU is the runner's),
+    # cam_b on b; cam_a waits for a host labelled a
+    await seen.until("first predictions", lambda: all(
+        seen.predictions[s] for s in (*unpinned, "cam_b")), 90)  # fmt: skip
+    await seen.until("shards reported", lambda: all(
+        seen.shard_of(s).get("state") == "running" for s in (*unpinned, "cam_b")), 30)  # fmt: skip
+    for s in (*unpinned, "cam_b"):
+        assert seen.shard_of(s)["node_id"] == b_id, s
+    assert seen.shard_of("cam_b")["host"] == "b"
+    assert not seen.predictions["cam_a"] and seen.shard_of("cam_a")["state"] == "starting"
+
+    t_join = time.monotonic()
+    node_a = cluster.add_node(num_cpus=4, labels={HOST: "a"})
+    await seen.until("cam_a runs once a joined", lambda: bool(seen.predictions["cam_a"]),
+                     15 + (time.monotonic() - t_join))  # fmt: skip
+    await seen.until("cam_a placed", lambda: seen.shard_of("cam_a").get("host") == "a", 10)
+    assert seen.shard_of("cam_a")["node_id"] == node_a.node_id
+
+    # node b dies: its free streams come back from a within 15 s; cam_b waits
+    before = {s: seen.runs(s)[0] for s in (*unpinned, "cam_b")}
+    kill_raylet(node_b)
+    t_kill = time.monotonic()
+    for s in unpinned:
+        await seen.until(f"{s} predicts again", lambda s=s: len(seen.runs(s)) == 2,
+                         15 - (time.monotonic() - t_kill))  # fmt: skip
+    moved = time.monotonic() - t_kill
+    for s in unpinned:
+        assert seen.shard_of(s)["node_id"] == node_a.node_id
+        assert seen.runs(s)[0] == before[s]
+    assert seen.runs("cam_b") == [before["cam_b"]]  # waiting for its host
+    assert seen.shard_of("cam_b")["state"] == "lost"
+
+    t_back = time.monotonic()
+    node_b2 = cluster.add_node(num_cpus=2, labels={HOST: "b"})
+    await seen.until("cam_b back on the new b", lambda: len(seen.runs("cam_b")) == 2,
+                     15 + (time.monotonic() - t_back))  # fmt: skip
+    assert seen.shard_of("cam_b")["node_id"] == node_b2.node_id
+    print(f"moved within {moved:.1f} s; cam_b back {time.monotonic() - t_back:.1f} s after b2 was "
+          "asked for")
+    # a few windows more under the new runs, and every gap marker in
+    await seen.until("markers", lambda: all(len(seen.gaps[s]) == 1
+                                            for s in (*unpinned, "cam_b")), 15)  # fmt: skip
+    n = {s: len(seen.predictions[s]) for s in seen.predictions}
+    await seen.until("more windows", lambda: all(len(seen.predictions[s]) >= n[s] + 2
+                                                 for s in n), 20)  # fmt: skip
