@@ -50,6 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamer.config import load_config, secret_warnings
 
     cfg = load_config(args.config, args.set or [])  # config errors before the heavy imports
+    if args.engine == "ray":
+        from streamer.cluster.plan import check_cluster_config
+
+        check_cluster_config(cfg)
     _setup_logging(args.log_level or cfg.log_level)
     from streamer.malloc import limit_malloc_arenas
 

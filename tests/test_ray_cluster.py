@@ -5,17 +5,24 @@ waits for its host, and a persistent subscriber that accounts for every window."
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
+import jsonschema
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, free_port
 from e2e_helpers import write_config
 from media import make_clip
 from ray_helpers import HOST, Seen, kill_raylet, ray_cluster, require_ray, start_controller
+
+from streamer.contract import gap_schema
 
 NODE = "site"
 HOP = 0.5
@@ -36,6 +43,8 @@ def account(seen: Seen, stream: str) -> list[str]:
             assert len(payloads) == 1, f"{stream} {r} {p['seq']}: two payloads"
     gaps = seen.gaps[stream]
     assert len(gaps) == len(runs) - 1, f"{stream}: runs {runs}, gap markers {gaps}"
+    for g in gaps:
+        jsonschema.validate(g, gap_schema())
     for old, new, g in zip(runs, runs[1:], gaps, strict=False):
         last, first = by_run[old][-1], by_run[new][0]
         assert (g["prev"]["run"], g["run"]) == (old, new)
@@ -54,7 +63,8 @@ async def _subscribe(client: aiomqtt.Client, seen: Seen) -> None:
 
 
 async def test_streams_placed_failed_over_and_accounted_for(
-    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch,
+    prediction_schema: dict[str, Any],
 ) -> None:
     require_ray()
     clip = make_clip(tmp_path / "clip.mp4", 4.0, audio=True)
@@ -71,6 +81,7 @@ async def test_streams_placed_failed_over_and_accounted_for(
         "window": {"length": 1.0, "hop": HOP, "max_delay": 0.5},
         "streams": streams,
         "ray": {"streams_per_shard": 1, "runner_host": "head", "check_interval": 0.5},
+        "http": {"listen": f"127.0.0.1:{(port := free_port())}"},  # the controller's /metrics
     })  # fmt: skip
     seen = Seen()
     with ray_cluster(monkeypatch) as cluster:
@@ -83,6 +94,7 @@ async def test_streams_placed_failed_over_and_accounted_for(
             proc = await start_controller(cfg, cluster.address, tmp_path / "controller.log")
             try:
                 await _scenario(cluster, node_b, seen)
+                metrics = await _metrics(port)
             finally:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
@@ -96,9 +108,38 @@ async def test_streams_placed_failed_over_and_accounted_for(
     assert len(account(seen, "cam_a")) == 1  # never moved
     assert seen.available[0] == "online" and seen.available[-1] == "stopped"
     assert "offline" not in seen.available  # the controller never went away
+    for ps in seen.predictions.values():
+        for p in ps:
+            jsonschema.validate(p, prediction_schema)
+    assert "streamer_failovers_total 4.0" in metrics  # 3 moved, 1 waited
+    for s in ("syn1", "syn2", "file1", "cam_b", "cam_a"):  # as each shard last reported
+        m = re.search(rf'^streamer_windows_out_total{{shard="\d+",stream="{s}"}} (\S+)$', metrics,
+                      re.MULTILINE)  # fmt: skip
+        assert m is not None and float(m[1]) > 0, metrics
+    up = [line for line in metrics.splitlines() if line.startswith("streamer_shard_up{")]
+    assert len(up) == 5 and all(line.endswith(" 1.0") for line in up), up
+
+
+async def _metrics(port: int) -> str:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            assert r.status == 200
+            return await r.text()
+
+
+async def _refused_without_the_token(address: str) -> None:
+    """Token authentication is on: a driver with another token is turned away."""
+    env = {**os.environ, "RAY_AUTH_TOKEN": "0" * 32}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import ray; ray.init(address={address!r})", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and b"Authentication" in err, err[-2000:]
 
 
 async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
+    await _refused_without_the_token(cluster.address)
     b_id = node_b.node_id
     unpinned = ("syn1", "syn2", "file1")
     # placement: everything that may run anywhere on b (the head's CPU is the runner's),

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 SCHEMA_FILE = "prediction.schema.json"
+GAP_SCHEMA_FILE = "gap.schema.json"  # P/N/S/gap, --engine ray
 
 
 def prediction_schema_text() -> str:
@@ -22,4 +23,11 @@ def prediction_schema_text() -> str:
 def prediction_schema() -> dict[str, Any]:
     """A fresh parsed copy of the schema."""
     schema: dict[str, Any] = json.loads(prediction_schema_text())
+    return schema
+
+
+def gap_schema() -> dict[str, Any]:
+    """The gap marker's schema (``P/N/S/gap``, under ``--engine ray``)."""
+    text = resources.files(__name__).joinpath(GAP_SCHEMA_FILE).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
     return schema
