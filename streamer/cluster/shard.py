@@ -97,8 +97,8 @@ class ShardActor:
             fusion=lambda: RemoteFusion(runner),
             placement={"shard": plan.index, "ray_node": self.node_id, "host": self.host},
         )
-        log.info("%s: streams %s on node %s (host %s), run %s", plan.name,
-                 ",".join(plan.streams), self.node_id[:12], self.host, self.node.run_id)  # fmt: skip
+        log.info("%s: streams %s on node %s (host %s), run %s", plan.name, ",".join(plan.streams),
+                 self.node_id[:12], self.host, self.node.run_id)  # fmt: skip
 
     async def run(self) -> int:
         """The shard's streams until they end or :meth:`stop`: the node's exit code."""
