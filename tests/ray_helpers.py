@@ -73,6 +73,7 @@ class Seen:
     gaps: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     shards: dict[str, Any] = field(default_factory=dict)
     available: list[str] = field(default_factory=list)
+    stats: dict[int, dict[str, Any]] = field(default_factory=dict)  # the latest, per shard
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def take(self, topic: str, payload: bytes, base: str) -> None:
@@ -85,6 +86,9 @@ class Seen:
             self.gaps[g["stream"]].append(g)
         elif topic == f"{base}/shards":
             self.shards = json.loads(payload)
+        elif topic == f"{base}/stats":
+            st = json.loads(payload)
+            self.stats[st["shard"]] = st
         elif topic == f"{base}/available":
             self.available.append(payload.decode())
         self.changed.set()

@@ -150,6 +150,9 @@ async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
         seen.shard_of(s).get("state") == "running" for s in (*unpinned, "cam_b")), 30)  # fmt: skip
     for s in (*unpinned, "cam_b"):
         assert seen.shard_of(s)["node_id"] == b_id, s
+    await seen.until("stats from each shard", lambda: len(seen.stats) >= 4, 10)
+    for st in seen.stats.values():  # each shard's own stats say where it runs
+        assert st["ray_node"] == b_id and st["host"] == "b" and st["node"] == NODE
     assert seen.shard_of("cam_b")["host"] == "b"
     assert not seen.predictions["cam_a"] and seen.shard_of("cam_a")["state"] == "starting"
 
@@ -187,3 +190,39 @@ async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
     n = {s: len(seen.predictions[s]) for s in seen.predictions}
     await seen.until("more windows", lambda: all(len(seen.predictions[s]) >= n[s] + 2
                                                  for s in n), 20)  # fmt: skip
+
+
+async def test_a_ray_of_its_own_runs_a_config_to_its_end(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch,
+    prediction_schema: dict[str, Any],
+) -> None:
+    """No --address: the controller starts a one-machine Ray (token auth on), and the run
+    ends by itself, exit 0, once every file has been read, as a node's does."""
+    from e2e_helpers import check_predictions
+
+    require_ray()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    clip = make_clip(tmp_path / "clip.mp4", 3.0, audio=True)
+    streams = [{"id": f"f{i}", "video": f"file://{clip}", "audio": f"file://{clip}",
+                "realtime": False} for i in range(3)]  # fmt: skip
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "node": NODE, "mqtt": {"url": mosquitto.url}, "streams": streams,
+        "ray": {"streams_per_shard": 2},
+    })  # fmt: skip
+    seen = Seen()
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        sub = asyncio.create_task(_subscribe(client, seen))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streamer", "run", str(cfg), "--engine", "ray",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 180)
+        assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+        await seen.until("available stopped", lambda: "stopped" in seen.available, 20)
+        sub.cancel()
+    for s in ("f0", "f1", "f2"):
+        check_predictions(seen.predictions[s], prediction_schema, hop=0.5, length=2.0)
+    assert seen.predictions["f0"][0]["run"] == seen.predictions["f1"][0]["run"]  # one shard
+    assert seen.predictions["f2"][0]["run"] != seen.predictions["f0"][0]["run"]
+    assert not seen.gaps
+    assert [s["state"] for s in seen.shards["shards"]] == ["ended", "ended"]

@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,6 +49,9 @@ from streamer.sinks.topics import Topics
 from streamer.snapshots.snapshots import snapshot_streams
 
 log = logging.getLogger(__name__)
+
+ENDED = ("ended", "stopped")  # a shard's run returned: its sources ended, or we stopped it
+UNPLACED_S = 30.0  # a shard not running after this long is worth a warning
 
 
 def import_ray() -> Any:
@@ -89,10 +94,14 @@ class Controller:
         address = self.address or os.environ.get("RAY_ADDRESS")
         kwargs: dict[str, Any] = {"namespace": f"streamer-{self.cfg.node}",
                                   "logging_level": logging.WARNING}  # fmt: skip
-        if address is None:  # a Ray of our own: this machine, labelled with its host name
+        if address is None:  # a Ray of our own: this machine, labelled with its host name,
+            # with a logical CPU for every actor (a shard is mostly waiting on its sources)
             host = socket.gethostname().split(".")[0]
             labels = {HOST_LABEL: host} if LABEL_VALUE_RE.match(host) else {}
-            kwargs |= {"include_dashboard": False, "labels": labels}
+            rc = self.cfg.ray
+            need = len(self.plans) * rc.shard_cpus + rc.runners * rc.runner_cpus
+            cpus = max(os.cpu_count() or 1, math.ceil(need))
+            kwargs |= {"include_dashboard": False, "labels": labels, "num_cpus": cpus}
         ray.init(address=address, **kwargs)
         log.info("connected to Ray at %s: %d nodes", address or "a local cluster",
                  len([n for n in ray.nodes() if n["Alive"]]))  # fmt: skip
@@ -218,7 +227,8 @@ class Controller:
         it changed, and its stats for ``/metrics``. One call at a time: a shard waiting
         for its host holds one call, not one per interval."""
         ray = import_ray()
-        while True:
+        while self.shards[plan.index]["state"] not in ENDED:
+            waited = asyncio.create_task(self._say_unplaced(plan))
             try:
                 info = await handle.info.remote()
                 if self.cfg.http is not None:
@@ -226,8 +236,12 @@ class Controller:
             except ray.exceptions.RayActorError:
                 await asyncio.sleep(self.cfg.ray.check_interval)
                 continue  # lost: _keep says it
+            finally:
+                waited.cancel()
             prev = self.shards[plan.index]
-            if prev.get("run") != info["run"] or prev.get("state") != "running":
+            if prev["state"] in ENDED:
+                return
+            if prev.get("run") != info["run"] or prev["state"] != "running":
                 if prev.get("run") is not None and prev["run"] != info["run"]:
                     log.info("%s back on node %s (host %s), run %s", plan.name,
                              info["node_id"][:12], info["host"], info["run"])  # fmt: skip
@@ -237,6 +251,17 @@ class Controller:
                 self.shards[plan.index] = {**info, "state": "running"}
                 self._publish_shards()
             await asyncio.sleep(self.cfg.ray.check_interval)
+
+    async def _say_unplaced(self, plan: ShardPlan) -> None:
+        """A warning, once, for a shard that Ray has not placed within ``UNPLACED_S``."""
+        t0 = time.monotonic()
+        await asyncio.sleep(UNPLACED_S)
+        if self.shards[plan.index].get("state") != "running":
+            rc = self.cfg.ray
+            why = (f"no live Ray node labelled {HOST_LABEL}={plan.host}" if plan.host else
+                   f"no Ray node with {rc.shard_cpus:g} free CPU (ray.shard_cpus)")  # fmt: skip
+            log.warning("%s (streams %s) not running after %.0f s: %s?", plan.name,
+                        ",".join(plan.streams), time.monotonic() - t0, why)  # fmt: skip
 
     def _publish_shards(self) -> None:
         if self._pub is None:

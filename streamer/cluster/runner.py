@@ -48,9 +48,10 @@ class RemoteFusion:
     def infer(
         self, windows: Sequence[WindowInputs]
     ) -> tuple[torch.Tensor, list[tuple[Tag, ...]] | None]:
-        import ray
-
-        probs, tags = ray.get(self.runner.infer.remote(list(windows)), timeout=CALL_TIMEOUT_S)
+        # the call's future, not ray.get (which Ray flags inside an async actor even from
+        # another thread)
+        ref = self.runner.infer.remote(list(windows))
+        probs, tags = ref.future().result(timeout=CALL_TIMEOUT_S)
         return torch.tensor(probs), tags  # (a copy: what Ray hands back is read-only)
 
     def drop_session(self, session: Hashable) -> None:
