@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import IN_CI, REPO, require_tool
 
 KEYS = {
     "incremental_speedup", "k", "overhead_ratio", "latency_ms", "streams_realtime",
     "streams_realtime_by_workers", "streams_realtime_p99_100ms", "publish_per_s", "device",
-    "machine", "encoders", "perception", "overhead_by_capture", "streams_realtime_files",
+    "machine", "encoders", "perception", "overhead_by_capture", "streams_realtime_files", "ray",
 }  # fmt: skip
 
 
@@ -36,7 +37,7 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     p = subprocess.run(
         [sys.executable, "-m", "streamer", "bench", "--quick", "--device", "cpu",
          "--json", str(out)],
-        capture_output=True, text=True, timeout=400, cwd=REPO,
+        capture_output=True, text=True, timeout=600, cwd=REPO,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -52,13 +53,22 @@ def test_bench_quick_measures_every_figure(tmp_path: Path) -> None:
     assert set(figures["latency_ms"]) == {"p50", "p99"}
     assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
     by_workers = figures["streams_realtime_by_workers"]
-    assert "1" in by_workers and str(figures["machine"]["cores"]) in by_workers
+    assert {"1", "2", str(figures["machine"]["cores"])} <= set(by_workers)
     assert figures["streams_realtime"] == max(by_workers.values()) > 0
     assert 0 <= figures["streams_realtime_p99_100ms"] <= by_workers["1"]
     files = figures["streams_realtime_files"]
     assert set(files) == {"thread", "process"} and all(n > 0 for n in files.values())
     assert figures["publish_per_s"] > 0 and figures["device"] == "cpu"
     assert set(figures["machine"]) == {"cpu", "cores"} and figures["machine"]["cores"] >= 1
+    ray = figures["ray"]
+    if ray is None:  # Ray is not installed: said, and a failure in CI
+        assert "skipped: Ray is not installed" in p.stderr and not IN_CI, p.stderr[-2000:]
+    else:  # --engine ray on a local two-node cluster, beside the node and two workers
+        assert ray["nodes"] == 2 and 0 < ray["latency_ms"]["p50"] <= ray["latency_ms"]["p99"]
+        assert ray["added_latency_ms"]["p99"] == pytest.approx(
+            ray["latency_ms"]["p99"] - figures["latency_ms"]["p99"], abs=0.02)
+        assert ray["streams_realtime"] >= 0
+        assert ray["workers_2_streams_realtime"] == by_workers["2"]
     # a progress line per phase, and the table
     check_encoders(figures["encoders"], "builtin")
     perception = figures["perception"]

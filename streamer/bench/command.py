@@ -5,7 +5,9 @@ Figures (JSON keys): incremental_speedup and k, overhead_ratio (the node's defau
 capture) and overhead_by_capture (thread and process), latency_ms {p50, p99} at 8 paced
 streams, streams_realtime (and per worker count), streams_realtime_p99_100ms (1 worker,
 p99 within 100 ms), streams_realtime_files (1 worker, looping files decoded by PyAV, per
-capture mode), publish_per_s, device, machine;
+capture mode), publish_per_s, device, machine; ray (--engine ray on a local two-node
+cluster: latency_ms and added_latency_ms over the plain node at 8 streams,
+streams_realtime beside workers_2_streams_realtime; null without Ray);
 encoders (the shipped model's, per modality: items per second on one core, as run, in
 torch and on onnxruntime, and the share of a window's cost); perception (the preset:
 incremental_speedup, k, encoders, streams_realtime; null when its extra is missing).
@@ -31,6 +33,7 @@ from streamer.bench.incremental import incremental_speedup
 from streamer.bench.live import Trial, run_trial, streams_realtime
 from streamer.bench.overhead import make_clips, overhead_ratio
 from streamer.bench.publish import publish_per_s
+from streamer.bench.raycluster import ray_figures, ray_installed
 from streamer.config import Config, ModelConfig, WindowConfig
 from streamer.errors import StreamerError
 from streamer.inference.model import LoadedModel, load_model
@@ -47,6 +50,8 @@ TARGETS = {
     "publish_per_s": "≥ 8,000",
     "perception.incremental_speedup": "≥ 0.9 × k",
     "perception.streams_realtime": "-",
+    "ray.streams_realtime": "-",
+    "ray.latency_ms.p99": "-",
 }
 
 
@@ -103,7 +108,7 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
             _say(f"      {n} streams: drops {t.drop_fraction() * 100:.2f} %, "
                  f"p99 {t.p(99):.0f} ms -> {'ok' if ok else 'too many'}")  # fmt: skip
 
-        for workers in sorted({1, int(out["machine"]["cores"])}):
+        for workers in sorted({1, 2, int(out["machine"]["cores"])}):
             _say(f"[5/7] streams sustained in real time, {workers} worker(s) (search) …")
             by_workers[str(workers)] = await streams_realtime(
                 port, seconds=3 if quick else 10, start=2 if quick else 8,
@@ -127,6 +132,8 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
                     cap=4 if quick else 512, device=device, progress=step, clip=clip,
                     capture=capture,
                 )  # fmt: skip
+        _say("[5/7] the same on Ray (--engine ray), a local two-node cluster …")
+        out["ray"] = await _ray(port, device, quick, out, step)
         _say("[6/7] pipeline overhead over decode + model, capture: thread and process …")
         out["overhead_by_capture"] = {}
         for capture in ("thread", "process"):
@@ -148,6 +155,22 @@ async def bench(device: str, quick: bool) -> dict[str, Any]:
     _table(out)
     _say(f"done in {time.monotonic() - t_start:.0f} s")
     return out
+
+
+async def _ray(
+    port: int, device: str, quick: bool, out: dict[str, Any], step: Any
+) -> dict[str, Any] | None:
+    """``ray``: latency at 8 streams and streams_realtime on a local two-node Ray cluster,
+    beside the plain node's and two workers' from this run; None (said) without Ray."""
+    if not ray_installed():
+        _say("      skipped: Ray is not installed (pip install 'streamer[ray]')")
+        return None
+    r = await ray_figures(port, device=device, quick=quick, say=_say, step=step)
+    r["added_latency_ms"] = {
+        k: round(r["latency_ms"][k] - out["latency_ms"][k], 2) for k in ("p50", "p99")
+    }
+    r["workers_2_streams_realtime"] = out["streams_realtime_by_workers"]["2"]
+    return r
 
 
 def _say_encoders(rows: list[dict[str, Any]]) -> None:
@@ -215,6 +238,14 @@ def _table(out: dict[str, Any]) -> None:
                                              out["streams_realtime_files"].items())),
         ("publish_per_s", f"{out['publish_per_s']:,}"),
     ]  # fmt: skip
+    if (ray := out.get("ray")) is not None:
+        rows += [
+            ("ray.streams_realtime", f"{ray['streams_realtime']} (2 nodes) vs "
+                                     f"{ray['workers_2_streams_realtime']} (2 workers)"),
+            ("ray.latency_ms.p99", f"{ray['latency_ms']['p99']:.1f} ms (p50 "
+                                   f"{ray['latency_ms']['p50']:.1f}; "
+                                   f"{ray['added_latency_ms']['p99']:+.1f} over the node)"),
+        ]  # fmt: skip
     if (perc := out.get("perception")) is not None:
         rows += [
             ("perception.incremental_speedup",

@@ -103,9 +103,15 @@ def _stream(i: int, clip: Path | None) -> dict[str, Any]:
 
 
 def _config(
-    port: int, n: int, device: str, checkpoint: str | None, clip: Path | None, capture: str
+    port: int, n: int, device: str, checkpoint: str | None, clip: Path | None, capture: str,
+    shards: int | None = None,
 ) -> dict[str, Any]:
+    """``shards``: under --engine ray, that many shards, and a runner per shard."""
+    ray = {} if shards is None else {
+        "ray": {"streams_per_shard": -(-n // shards), "runners": shards}
+    }  # fmt: skip
     return {
+        **ray,
         "node": NODE,
         "model": {"device": device, "checkpoint": checkpoint},
         "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "stats_interval": 1.0},
@@ -119,21 +125,24 @@ def _config(
 async def run_trial(
     port: int, n: int, *, seconds: float, warmup: float = 4.0, device: str = "auto",
     workers: int = 1, checkpoint: str | None = None, clip: Path | None = None,
-    capture: str = "process",
+    capture: str = "process", ray_address: str | None = None,
 ) -> Trial:  # fmt: skip
     """``n`` paced streams for ``warmup + seconds``; what the subscriber and stats saw.
     ``checkpoint``: ``model.checkpoint`` (a directory or a preset; None: the shipped one);
-    ``clip``: the streams loop this file (decoded as ``capture`` says), not synthetic."""
+    ``clip``: the streams loop this file (decoded as ``capture`` says), not synthetic;
+    ``ray_address``: ``--engine ray`` on that cluster, ``workers`` shards (and runners)."""
     trial = Trial(n, min(workers, n))
+    shards = None if ray_address is None else trial.workers
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as d:
         cfg = Path(d) / "cfg.yaml"
-        cfg.write_text(yaml.safe_dump(_config(port, n, device, checkpoint, clip, capture)))
+        cfg.write_text(yaml.safe_dump(_config(port, n, device, checkpoint, clip, capture, shards)))
         log = Path(d) / "run.log"
+        how = ["--workers", str(workers)] if ray_address is None else \
+            ["--engine", "ray", "--address", ray_address]  # fmt: skip
         async with _subscriber(port, trial):
             with log.open("wb") as f:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "streamer", "run", str(cfg), "--workers", str(workers),
-                    stdout=f, stderr=f,
+                    sys.executable, "-m", "streamer", "run", str(cfg), *how, stdout=f, stderr=f,
                 )  # fmt: skip
             try:
                 await _drive(port, n, trial, warmup, seconds)
@@ -256,7 +265,7 @@ async def streams_realtime(
     port: int, *, seconds: float = 10.0, start: int = 8, cap: int = 512,
     device: str = "auto", workers: int = 1, progress: Any = None, checkpoint: str | None = None,
     p99_ms: float = 1000.0, trials: dict[int, Trial] | None = None, clip: Path | None = None,
-    capture: str = "process",
+    capture: str = "process", ray_address: str | None = None, warmup: float = 4.0,
 ) -> int:  # fmt: skip
     """The most streams sustained (:func:`realtime` within ``p99_ms``): doubling from
     ``start``, then bisection to within 10 %. ``trials``: trials by stream count, run
@@ -267,7 +276,8 @@ async def streams_realtime(
         if n not in seen:
             seen[n] = await run_trial(
                 port, n, seconds=seconds, device=device, workers=workers,
-                checkpoint=checkpoint, clip=clip, capture=capture,
+                checkpoint=checkpoint, clip=clip, capture=capture, ray_address=ray_address,
+                warmup=warmup,
             )  # fmt: skip
         ok = realtime(seen[n], p99_ms)
         if progress is not None:

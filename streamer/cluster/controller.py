@@ -121,6 +121,8 @@ class Controller:
             }  # fmt: skip
             if rc.runner_host is not None:
                 opts["label_selector"] = {HOST_LABEL: rc.runner_host}
+            else:  # one per node while there are nodes (one per GPU with runner_gpus: 1)
+                opts["scheduling_strategy"] = "SPREAD"
             self._runners.append(runner_cls.options(**opts).remote(self.cfg, i))
         for p in self.plans:
             opts = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": rc.shard_cpus}
