@@ -78,9 +78,12 @@ class _Pending:
     payload: list[object] = field(default_factory=list)
 
     def add(self, session: Hashable, key: Hashable, payload: object) -> None:
-        if (session, key) not in self.index:
+        i = self.index.get((session, key))
+        if i is None:
             self.index[(session, key)] = len(self.payload)
             self.payload.append(payload)
+        elif self.payload[i] is None:  # named by key before the window that carries it
+            self.payload[i] = payload
 
 
 class CachedFusion(ABC):
@@ -164,6 +167,11 @@ class CachedFusion(ABC):
         if s is not None:
             for k in [k for k in s.entries if not keep(k[1])]:
                 del s.entries[k]
+
+    def cached(self, session: Hashable, modality: str, key: Hashable) -> bool:
+        """Whether the item's embedding is in the session's cache."""
+        s = self._sessions.get(session)
+        return s is not None and (modality, key) in s.entries
 
     def drop_session(self, session: Hashable) -> None:
         """Forget everything cached for ``session``."""

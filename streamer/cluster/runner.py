@@ -19,43 +19,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 
 from models.incremental import WindowInputs
-from models.tags import Tag
+from streamer.cluster.wire import Answer, Stripper, Tags, infer_named
 from streamer.config import Config
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0  # a runner that answers nothing for this long fails the batch
-Answer = tuple[npt.NDArray[np.float32], list[tuple[Tag, ...]] | None]
 
 
 class RemoteFusion:
     """The fusion a shard's inference thread calls: the work is done by a runner actor.
 
-    ``infer`` blocks its caller, the runner's inference thread, never the event loop."""
+    ``infer`` blocks its caller, the runner's inference thread, never the event loop.
+    Items go over the wire once (:mod:`streamer.cluster.wire`); windows the runner could
+    not resolve are sent again whole."""
 
-    def __init__(self, runner: Any) -> None:
-        self.runner = runner  # a Ray actor handle of RunnerActor
+    def __init__(self, runner: Any, call: Callable[[list[WindowInputs]], Answer] | None = None):
+        """``runner``: a Ray actor handle of :class:`RunnerActor`; ``call``: how a batch
+        reaches it (a test's runner in-process)."""
+        self.runner = runner
+        self._call = call or self._remote
+        self.wire = Stripper()
+        self.resent = 0  # windows sent again whole
 
-    def infer(
-        self, windows: Sequence[WindowInputs]
-    ) -> tuple[torch.Tensor, list[tuple[Tag, ...]] | None]:
+    def _remote(self, windows: list[WindowInputs]) -> Answer:
         # the call's future, not ray.get (which Ray flags inside an async actor even from
         # another thread)
-        ref = self.runner.infer.remote(list(windows))
-        probs, tags = ref.future().result(timeout=CALL_TIMEOUT_S)
+        answer: Answer = self.runner.infer.remote(windows).future().result(CALL_TIMEOUT_S)
+        return answer
+
+    def infer(self, windows: Sequence[WindowInputs]) -> tuple[torch.Tensor, Tags]:
+        probs, tags, missing = self._call([self.wire.strip(w) for w in windows])
+        if missing:  # the runner lacked items some windows named: those go whole
+            self.resent += len(missing)
+            for i in missing:
+                self.wire.forget(windows[i].session)
+            again, again_tags, still = self._call([windows[i] for i in missing])
+            if still:
+                raise RuntimeError(f"the runner could not infer {len(still)} whole windows")
+            probs = probs.copy()
+            for j, i in enumerate(missing):
+                probs[i] = again[j]
+                if tags is not None and again_tags is not None:
+                    tags[i] = again_tags[j]
         return torch.tensor(probs), tags  # (a copy: what Ray hands back is read-only)
 
     def drop_session(self, session: Hashable) -> None:
-        self.runner.forget.remote(session)  # fire and forget: the cache would age it out
+        self.wire.forget(session)
+        if self.runner is not None:
+            self.runner.forget.remote(session)  # fire and forget: the cache would age it out
 
 
 class RunnerActor:
@@ -125,7 +144,9 @@ class RunnerActor:
                     break
             inputs = [w for c in calls for w in c[0]]
             try:
-                probs, tags = await loop.run_in_executor(self._executor, self._infer, inputs)
+                probs, tags, missing = await loop.run_in_executor(
+                    self._executor, self._infer, inputs
+                )
             except Exception as e:  # each shard then tries its windows one by one
                 self.failed += 1
                 for _, fut in calls:
@@ -133,18 +154,20 @@ class RunnerActor:
                         fut.set_exception(e)
                 continue
             self.batches += 1
-            self.windows += len(inputs)
+            self.windows += len(inputs) - len(missing)
             k = 0
-            for c, fut in calls:
-                m = len(c)
+            for ins, fut in calls:
+                m = len(ins)
                 if not fut.done():  # (a caller that went away)
-                    fut.set_result((probs[k : k + m], None if tags is None else tags[k : k + m]))
+                    fut.set_result((
+                        probs[k : k + m], None if tags is None else tags[k : k + m],
+                        [i - k for i in missing if k <= i < k + m],
+                    ))  # fmt: skip
                 k += m
 
     def _infer(self, inputs: list[WindowInputs]) -> Answer:
         t0 = time.perf_counter()
-        probs, tags = self._fusion.infer(inputs)
-        out = probs.detach().to("cpu", torch.float32).numpy()
-        log.debug("runner %d: %d windows in %.1f ms", self.index, len(inputs),
-                  (time.perf_counter() - t0) * 1000)  # fmt: skip
-        return out, tags
+        answer = infer_named(self._fusion, inputs)
+        log.debug("runner %d: %d windows in %.1f ms (%d unresolved)", self.index, len(inputs),
+                  (time.perf_counter() - t0) * 1000, len(answer[2]))  # fmt: skip
+        return answer
