@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -150,3 +150,32 @@ class DropQueue(Generic[T]):
             self._not_full.set()
         else:
             self._not_full.clear()
+
+
+async def fill_batch(
+    batch: list[T],
+    limit: int,
+    wait_s: float,
+    get: Callable[[], Awaitable[T]],
+    get_nowait: Callable[[], T | None],
+    weight: Callable[[T], int] = lambda _: 1,
+) -> None:
+    """Add to ``batch`` (its first item in hand) what is queued and what arrives within
+    ``wait_s`` of now, until it weighs ``limit`` (the inference runner's windows, a runner
+    actor's calls)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    n = sum(weight(x) for x in batch)
+    while n < limit:
+        more = get_nowait()
+        if more is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
+                async with asyncio.timeout(remaining):
+                    more = await get()
+            except TimeoutError:
+                return
+        batch.append(more)
+        n += weight(more)

@@ -25,8 +25,6 @@ NODES = 2
 def local_cluster(nodes: int = NODES, cpus: int = 4) -> Iterator[str]:
     """Start ``nodes`` Ray nodes on this machine; their address; all of them gone after.
     Call it on the main thread (Ray sets signal handlers there)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read once, at Ray's first use here
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
@@ -43,6 +41,10 @@ def local_cluster(nodes: int = NODES, cpus: int = 4) -> Iterator[str]:
 
 
 def ray_installed() -> bool:
+    """Whether Ray imports here; first, token authentication for the bench's cluster and
+    the controllers it starts (Ray reads the mode once, at its import)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
     try:
         import ray  # noqa: F401
     except ImportError:

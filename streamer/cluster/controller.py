@@ -86,8 +86,8 @@ class Controller:
 
     # -- the cluster ---------------------------------------------------------------------
     def _connect(self) -> None:
+        mode = os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray reads it, once
         ray = import_ray()
-        mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
         if mode != "token":
             log.warning("Ray token authentication is off (RAY_AUTH_MODE=%s): anyone who "
                         "reaches the cluster can run code on it", mode)  # fmt: skip

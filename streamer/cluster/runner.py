@@ -28,6 +28,7 @@ import torch
 from models.incremental import WindowInputs
 from streamer.cluster.wire import Answer, Stripper, Tags, infer_named
 from streamer.config import Config
+from streamer.queues import fill_batch
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,10 @@ class RunnerActor:
         self.calls += 1
         return await fut
 
+    def _next_call(self) -> tuple[list[WindowInputs], asyncio.Future[Answer]] | None:
+        assert self._calls is not None
+        return None if self._calls.empty() else self._calls.get_nowait()
+
     def forget(self, session: Hashable) -> None:
         self._executor.submit(self._fusion.drop_session, session)
 
@@ -126,22 +131,8 @@ class RunnerActor:
         loop = asyncio.get_running_loop()
         while True:
             calls = [await self._calls.get()]
-            n = len(calls[0][0])
-            deadline = loop.time() + self.max_wait
-            while n < self.max_batch:
-                if not self._calls.empty():
-                    calls.append(self._calls.get_nowait())
-                    n += len(calls[-1][0])
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
-                    async with asyncio.timeout(remaining):
-                        calls.append(await self._calls.get())
-                    n += len(calls[-1][0])
-                except TimeoutError:
-                    break
+            await fill_batch(calls, self.max_batch, self.max_wait, self._calls.get,
+                             self._next_call, weight=lambda c: len(c[0]))  # fmt: skip
             inputs = [w for c in calls for w in c[0]]
             try:
                 probs, tags, missing = await loop.run_in_executor(

@@ -35,7 +35,7 @@ from models.tags import Tag
 from streamer.config import ModelConfig
 from streamer.frames import NS, Window
 from streamer.predictions import ModelId
-from streamer.queues import DropQueue
+from streamer.queues import DropQueue, fill_batch
 from streamer.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -213,19 +213,8 @@ class InferenceRunner:
             self._apply_swap()  # between batches: one model per batch
             self._busy = 1
             batch = [first]
-            deadline = loop.time() + max_wait
-            while len(batch) < self._cfg.max_batch:
-                if (more := self.queue.get_nowait()) is not None:
-                    batch.append(more)
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
-                    async with asyncio.timeout(remaining):
-                        batch.append(await self.queue.get())
-                except TimeoutError:
-                    break
+            await fill_batch(batch, self._cfg.max_batch, max_wait, self.queue.get,
+                             self.queue.get_nowait)  # fmt: skip
             results = await self._run_batch(loop, batch)
             for r in results:
                 w = r.window
