@@ -226,3 +226,69 @@ async def test_a_ray_of_its_own_runs_a_config_to_its_end(
     assert seen.predictions["f2"][0]["run"] != seen.predictions["f0"][0]["run"]
     assert not seen.gaps
     assert [s["state"] for s in seen.shards["shards"]] == ["ended", "ended"]
+
+
+async def test_a_runner_that_dies_costs_its_windows_counted_and_comes_back(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's node dies: the shards live on under their runs; the windows it held
+    are lost, each a gap in seq and counted in the stats (dropped_by); the calls made
+    while Ray restarts it (on the node with its label that joins) wait for it, and
+    predictions go on (its cache is empty: the shard sends the windows whole again)."""
+    require_ray()
+    syn = "synthetic:pattern?seed={}&fps=10&size=160x120"
+    cfg = write_config(tmp_path / "cfg.yaml", {
+        "node": NODE, "mqtt": {"url": mosquitto.url, "stats_interval": 1.0},
+        "window": {"length": 1.0, "hop": HOP, "max_delay": 0.5},
+        "streams": [{"id": f"s{i}", "video": syn.format(i)} for i in range(2)],
+        "ray": {"streams_per_shard": 2, "runner_host": "gpu", "check_interval": 0.5},
+    })  # fmt: skip
+    seen = Seen()
+    with ray_cluster(monkeypatch, head_cpus=2) as cluster:  # the shard on the head
+        gpu = cluster.add_node(num_cpus=1, labels={HOST: "gpu"})
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="accountant2",
+                                  clean_session=False) as client:  # fmt: skip
+            sub = asyncio.create_task(_subscribe(client, seen))
+            proc = await start_controller(cfg, cluster.address, tmp_path / "controller.log")
+            try:
+                await seen.until("predictions", lambda: all(
+                    len(seen.predictions[s]) >= 3 for s in ("s0", "s1")), 90)  # fmt: skip
+                kill_raylet(gpu)
+                n = {s: len(seen.predictions[s]) for s in ("s0", "s1")}
+                t_back = time.monotonic()
+                cluster.add_node(num_cpus=1, labels={HOST: "gpu"})
+                await seen.until("predictions after the runner's return", lambda: all(
+                    len(seen.predictions[s]) >= n[s] + 4 for s in n),
+                    30 + (time.monotonic() - t_back))  # fmt: skip
+                lost = _seq_gaps(seen)
+                await seen.until("the losses in the stats", lambda: _counted(seen) >= lost, 10)
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                rc = await asyncio.wait_for(proc.wait(), 90)
+            sub.cancel()
+    log = (tmp_path / "controller.log").read_text(errors="replace")
+    assert rc == 0, log[-3000:]
+    assert all(len(seen.runs(s)) == 1 for s in ("s0", "s1"))  # the shard never moved
+    assert not seen.gaps
+    print(f"windows lost while the runner was away: {lost}")
+    assert lost > 0  # the windows of the outage, each a gap in seq ...
+    assert _counted(seen) == lost  # ... and each counted where it was lost
+
+
+def _seq_gaps(seen: Seen) -> int:
+    """Windows missing from each stream's seq (one run each here)."""
+    total = 0
+    for ps in seen.predictions.values():
+        seqs = sorted({p["seq"] for p in ps})
+        total += seqs[-1] + 1 - len(seqs)
+    return total
+
+
+def _counted(seen: Seen) -> int:
+    """Windows the shard says it lost after alignment (its latest stats)."""
+    return sum(
+        body["dropped_by"].get(place, 0)
+        for st in seen.stats.values() for body in st["streams"].values()
+        for place in ("inference_queue", "inference_error")
+    )  # fmt: skip
