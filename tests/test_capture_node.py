@@ -67,7 +67,7 @@ async def test_a_killed_capture_process_costs_only_its_own_stream(
     task = asyncio.create_task(node.run())
     try:
         await until(sink, lambda ev: len(preds(ev, "a")) >= 4 and len(preds(ev, "b")) >= 4, 60)
-        src = node._streams_by_id["a"].sources[0]
+        src = node.streams_by_id["a"].sources[0]
         assert isinstance(src, ProcessSource) and src.pid is not None
         mark = len(sink.events)
         killed_at, t0 = time.time(), time.monotonic()

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamer.app.control import ModelSwitch
 from streamer.app.node_control import NodeControl
+from streamer.app.node_web import node_http
 from streamer.app.stream import StreamPipeline
 from streamer.clock import NODE_CLOCK, Clock
 from streamer.config import Config, StreamConfig
@@ -97,7 +98,7 @@ class Node:
         )  # fmt: skip
         self._stop = asyncio.Event()
         self.published = 0
-        self._streams_by_id: dict[str, StreamPipeline] = {}
+        self.streams_by_id: dict[str, StreamPipeline] = {}
         self._text_in: MqttTextInput | None = None
         self.switch: ModelSwitch | None = None  # P/N/set/model, while running
         self.control: NodeControl | None = None  # set/model, set/enabled, set/events
@@ -158,7 +159,7 @@ class Node:
                 self.control = NodeControl(
                     cfg, self.switch, streams, self.tracker, client_id=f"{self.client_id}-control"
                 )
-                async with text_in, self.control, self._web(cfg):
+                async with text_in, self.control, node_http(self, cfg):
                     await self.control.wait_ready()  # a retained set/enabled OFF holds
                     ended = await self._run_streams(list(streams.values()))
                 log.debug("shutdown: sources %s", "ended" if ended else "stopped")
@@ -203,10 +204,10 @@ class Node:
                 stats=self.stats[s.id],
                 status=self._status,
             )
-            self._streams_by_id[s.id] = w
+            self.streams_by_id[s.id] = w
             for m in w.modalities:
                 self._status(s.id, m, False)
-        return self._streams_by_id
+        return self.streams_by_id
 
     def _sources_of(self, s: StreamConfig, *, takes_text: bool) -> list[Source]:
         """The stream's video and audio sources (a WebRTC one's data channel also sends
@@ -282,57 +283,6 @@ class Node:
         )
         return self._text_in
 
-    @contextlib.asynccontextmanager
-    async def _web(self, cfg: Config) -> AsyncIterator[None]:
-        """The HTTP server (WHIP, page, /events, /metrics, /healthz) when configured."""
-        if cfg.http is None or self.webrtc is None:
-            yield
-            return
-        from streamer.web.board import StreamBoard
-        from streamer.web.metrics import Metrics  # aiohttp, aiortc, prometheus: lazy
-        from streamer.web.server import StreamInfo, WebServer
-        from streamer.web.sinks import LiveEventsSink, MetricsSink
-        from streamer.web.whip import WhipSessions
-
-        whip = WhipSessions(self.webrtc, ice_servers=cfg.http.ice_servers)
-        mqtt = next((s for s in self.sinks.sinks if isinstance(s, MqttSink)), None)
-        metrics = Metrics(
-            self.stats, refresh=self._refresh_stats,
-            outbox_depth=lambda: mqtt.publisher.depth if mqtt is not None else 0,
-            connected=lambda: mqtt.publisher.connected if mqtt is not None else False,
-            peers=lambda: len(whip.sessions),
-        )  # fmt: skip
-        infos = [
-            StreamInfo(
-                s.id,
-                s.video == "webrtc",
-                s.audio == "webrtc",
-                bool(s.text_topics(cfg.mqtt.prefix, cfg.node)),
-            )  # fmt: skip
-            for s in cfg.webrtc_streams
-        ]
-        board = StreamBoard(
-            [(s.id, self._streams_by_id[s.id].modalities, "webrtc" in (s.video, s.audio))
-             for s in cfg.streams],
-            enabled=self.is_enabled,
-        )  # fmt: skip
-        web = WebServer(
-            cfg.http, node=cfg.node, streams=infos, all_streams=[s.id for s in cfg.streams],
-            whip=whip, events=self.events, metrics=metrics, store=self.store,
-            snapshots=self.snapshots, board=board,
-        )  # fmt: skip
-        await web.start()
-        self.web, self.board = web, board
-        web_sinks: list[Sink] = [LiveEventsSink(self.events), MetricsSink(metrics), board]
-        self.sinks.sinks.extend(web_sinks)
-        try:
-            yield
-        finally:
-            for s in web_sinks:
-                self.sinks.sinks.remove(s)
-            self.web = self.board = None
-            await web.stop()
-
     # -- the streams' tasks --------------------------------------------------------------
     async def _run_streams(self, streams: list[StreamPipeline]) -> bool:
         """Run the streams until all end (True) or stop() is called (False)."""
@@ -367,9 +317,9 @@ class Node:
             await asyncio.sleep(self.cfg.mqtt.stats_interval)
             self.sinks.publish(StatsReport(self.snapshot()))
 
-    def _refresh_stats(self) -> None:
+    def refresh_stats(self) -> None:
         """Copy the counters kept elsewhere (aligner, sources, text inputs) into ``stats``."""
-        for sid, w in self._streams_by_id.items():
+        for sid, w in self.streams_by_id.items():
             st = self.stats[sid]
             st.late = Counter(w.aligner.stats.late)
             st.dropped["aligner"] = sum(w.aligner.stats.dropped.values())
@@ -385,12 +335,12 @@ class Node:
 
     def is_enabled(self, stream: str) -> bool:
         """False while ``stream`` is paused (``P/N/S/set/enabled OFF``)."""
-        w = self._streams_by_id.get(stream)
+        w = self.streams_by_id.get(stream)
         return w is None or w.enabled
 
     def snapshot(self) -> dict[str, Any]:
         """The stats message: counters since start, rates since the previous snapshot."""
-        self._refresh_stats()
+        self.refresh_stats()
         streams = self.stats.snapshot()
         for sid, body in streams.items():
             body["enabled"] = self.is_enabled(sid)
