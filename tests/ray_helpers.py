@@ -5,17 +5,19 @@ controller run against it as a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from conftest import IN_CI, REPO
 
@@ -113,10 +115,45 @@ class Seen:
         return next(s for s in self.shards.get("shards", []) if stream in s["streams"])
 
 
-async def start_controller(cfg: Path, address: str, log: Path) -> asyncio.subprocess.Process:
-    with log.open("wb") as f:  # the child holds its own descriptor
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streamer", "--log-level", "info", "run", str(cfg),
-            "--engine", "ray", "--address", address, cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL, stderr=f,
-        )  # fmt: skip
+async def subscribe(client: aiomqtt.Client, seen: Seen, base: str) -> None:
+    await client.subscribe(f"{base}/#", qos=1)
+    async for m in client.messages:
+        seen.take(str(m.topic), bytes(m.payload), base)  # type: ignore[arg-type]
+
+
+@dataclass
+class Controller:
+    proc: asyncio.subprocess.Process
+    log: Path
+    rc: int | None = None  # set once it has exited
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextlib.asynccontextmanager
+async def controller_running(
+    cfg: Path, address: str, broker_port: int, base: str, seen: Seen, log: Path
+) -> AsyncIterator[Controller]:
+    """``streamer run cfg --engine ray`` with a persistent QoS 1 subscriber on ``base``
+    feeding ``seen`` from before its start; SIGTERM on the way out, then its ``rc`` (and,
+    when 0, its ``stopped``)."""
+    async with aiomqtt.Client("127.0.0.1", broker_port, identifier=f"accountant-{log.stem}",
+                              clean_session=False) as client:  # fmt: skip
+        sub = asyncio.create_task(subscribe(client, seen, base))
+        with log.open("wb") as f:  # the child holds its own descriptor
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "streamer", "--log-level", "info", "run", str(cfg),
+                "--engine", "ray", "--address", address, cwd=REPO,
+                stdout=asyncio.subprocess.DEVNULL, stderr=f,
+            )  # fmt: skip
+        c = Controller(proc, log)
+        try:
+            yield c
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            c.rc = await asyncio.wait_for(proc.wait(), 90)
+            if c.rc == 0:
+                await seen.until("available stopped", lambda: "stopped" in seen.available, 20)
+            sub.cancel()

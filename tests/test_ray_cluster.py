@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,11 +19,20 @@ import pytest
 from conftest import Mosquitto, free_port
 from e2e_helpers import write_config
 from media import make_clip
-from ray_helpers import HOST, Seen, kill_raylet, ray_cluster, require_ray, start_controller
+from ray_helpers import (
+    HOST,
+    Seen,
+    controller_running,
+    kill_raylet,
+    ray_cluster,
+    require_ray,
+    subscribe,
+)
 
 from streamer.contract import gap_schema
 
 NODE = "site"
+BASE = f"streamer/{NODE}"
 HOP = 0.5
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,13 +63,6 @@ def account(seen: Seen, stream: str) -> list[str]:
     return runs
 
 
-async def _subscribe(client: aiomqtt.Client, seen: Seen) -> None:
-    base = f"streamer/{NODE}"
-    await client.subscribe(f"{base}/#", qos=1)
-    async for m in client.messages:
-        seen.take(str(m.topic), bytes(m.payload), base)  # type: ignore[arg-type]
-
-
 async def test_streams_placed_failed_over_and_accounted_for(
     tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch,
     prediction_schema: dict[str, Any],
@@ -88,21 +89,11 @@ async def test_streams_placed_failed_over_and_accounted_for(
         # the head holds the runner; b (4 CPUs) every shard that may run anywhere.
         # (add_node on the main thread only: it sets signal handlers)
         node_b = cluster.add_node(num_cpus=4, labels={HOST: "b"})
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="accountant",
-                                  clean_session=False) as client:  # fmt: skip
-            sub = asyncio.create_task(_subscribe(client, seen))
-            proc = await start_controller(cfg, cluster.address, tmp_path / "controller.log")
-            try:
-                await _scenario(cluster, node_b, seen)
-                metrics = await _metrics(port)
-            finally:
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                rc = await asyncio.wait_for(proc.wait(), 90)
-            await seen.until("available stopped", lambda: "stopped" in seen.available, 20)
-            sub.cancel()
-    log = (tmp_path / "controller.log").read_text(errors="replace")
-    assert rc == 0, log[-3000:]
+        async with controller_running(cfg, cluster.address, mosquitto.port, BASE, seen,
+                                      tmp_path / "controller.log") as c:  # fmt: skip
+            await _scenario(cluster, node_b, seen)
+            metrics = await _metrics(port)
+    assert c.rc == 0, c.tail()
     for s in ("syn1", "syn2", "file1", "cam_b"):
         assert len(account(seen, s)) == 2, s  # one failover each: two runs, one marker
     assert len(account(seen, "cam_a")) == 1  # never moved
@@ -211,7 +202,7 @@ async def test_a_ray_of_its_own_runs_a_config_to_its_end(
     })  # fmt: skip
     seen = Seen()
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
-        sub = asyncio.create_task(_subscribe(client, seen))
+        sub = asyncio.create_task(subscribe(client, seen, BASE))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "streamer", "run", str(cfg), "--engine", "ray",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -246,29 +237,20 @@ async def test_a_runner_that_dies_costs_its_windows_counted_and_comes_back(
     seen = Seen()
     with ray_cluster(monkeypatch, head_cpus=2) as cluster:  # the shard on the head
         gpu = cluster.add_node(num_cpus=1, labels={HOST: "gpu"})
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="accountant2",
-                                  clean_session=False) as client:  # fmt: skip
-            sub = asyncio.create_task(_subscribe(client, seen))
-            proc = await start_controller(cfg, cluster.address, tmp_path / "controller.log")
-            try:
-                await seen.until("predictions", lambda: all(
-                    len(seen.predictions[s]) >= 3 for s in ("s0", "s1")), 90)  # fmt: skip
-                kill_raylet(gpu)
-                n = {s: len(seen.predictions[s]) for s in ("s0", "s1")}
-                t_back = time.monotonic()
-                cluster.add_node(num_cpus=1, labels={HOST: "gpu"})
-                await seen.until("predictions after the runner's return", lambda: all(
-                    len(seen.predictions[s]) >= n[s] + 4 for s in n),
-                    30 + (time.monotonic() - t_back))  # fmt: skip
-                lost = _seq_gaps(seen)
-                await seen.until("the losses in the stats", lambda: _counted(seen) >= lost, 10)
-            finally:
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                rc = await asyncio.wait_for(proc.wait(), 90)
-            sub.cancel()
-    log = (tmp_path / "controller.log").read_text(errors="replace")
-    assert rc == 0, log[-3000:]
+        async with controller_running(cfg, cluster.address, mosquitto.port, BASE, seen,
+                                      tmp_path / "controller.log") as c:  # fmt: skip
+            await seen.until("predictions", lambda: all(
+                len(seen.predictions[s]) >= 3 for s in ("s0", "s1")), 90)  # fmt: skip
+            kill_raylet(gpu)
+            n = {s: len(seen.predictions[s]) for s in ("s0", "s1")}
+            t_back = time.monotonic()
+            cluster.add_node(num_cpus=1, labels={HOST: "gpu"})
+            await seen.until("predictions after the runner's return", lambda: all(
+                len(seen.predictions[s]) >= n[s] + 4 for s in n),
+                30 + (time.monotonic() - t_back))  # fmt: skip
+            lost = _seq_gaps(seen)
+            await seen.until("the losses in the stats", lambda: _counted(seen) >= lost, 10)
+    assert c.rc == 0, c.tail()
     assert all(len(seen.runs(s)) == 1 for s in ("s0", "s1"))  # the shard never moved
     assert not seen.gaps
     print(f"windows lost while the runner was away: {lost}")
