@@ -85,14 +85,17 @@ async def test_ten_thousand_hostile_text_events(tmp_path: Path, mosquitto: Mosqu
         first_sent = time.time()
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sender:
             window = asyncio.Semaphore(10)  # a sliding window of QoS 1 publishes
+            ok_sent: list[float] = []  # when each valid event went out
 
-            async def send(payload: bytes) -> None:
+            async def send(payload: bytes, kind: str) -> None:
                 async with window:
+                    if kind == "ok":
+                        ok_sent.append(time.time())
                     await sender.publish(f"streamer/{NODE}/cam/text", payload, qos=1)
 
             async with asyncio.TaskGroup() as tg:
-                for payload, _ in payloads:
-                    tg.create_task(send(payload))
+                for payload, kind in payloads:
+                    tg.create_task(send(payload, kind))
         last_sent = time.time()
 
         def counted(t: Traffic) -> bool:
@@ -114,7 +117,15 @@ async def test_ten_thousand_hostile_text_events(tmp_path: Path, mosquitto: Mosqu
             p for p in traffic.predictions["cam"]
             if p["window"]["end"] > first_sent and p["window"]["start"] < last_sent
         ]  # fmt: skip
-        assert during and all(p["modalities"]["text"]["present"] for p in during[1:-1])
+        # every window that a valid event was sent well inside has text (a window the
+        # sender sent nothing valid in, stalled by a busy machine, proves nothing)
+        def sent_inside(p: dict[str, Any]) -> bool:
+            s, e = p["window"]["start"], p["window"]["end"]
+            return any(s + 0.25 <= t <= e - 0.25 for t in ok_sent)
+
+        checked = [p for p in during if sent_inside(p)]
+        assert len(checked) >= len(during) // 2, (len(checked), len(during))
+        assert all(p["modalities"]["text"]["present"] for p in checked)
         assert sum(p["modalities"]["text"]["events"] for p in during) > 0
         assert node.proc.returncode is None, "the node died"
     assert node.rc == 0, node.log.read_text()[-3000:]
