@@ -162,7 +162,9 @@ async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
         await seen.until(f"{s} predicts again", lambda s=s: len(seen.runs(s)) == 2,
                          15 - (time.monotonic() - t_kill))  # fmt: skip
     moved = time.monotonic() - t_kill
-    for s in unpinned:
+    for s in unpinned:  # P/N/shards follows within a check or two of the new run
+        reported = lambda s=s: seen.shard_of(s).get("run") == seen.runs(s)[1]  # noqa: E731
+        await seen.until(f"{s}'s new run in P/N/shards", reported, 10)
         assert seen.shard_of(s)["node_id"] == node_a.node_id
         assert seen.runs(s)[0] == before[s]
     assert seen.runs("cam_b") == [before["cam_b"]]  # waiting for its host
@@ -172,6 +174,8 @@ async def _scenario(cluster: Any, node_b: Any, seen: Seen) -> None:
     node_b2 = cluster.add_node(num_cpus=2, labels={HOST: "b"})
     await seen.until("cam_b back on the new b", lambda: len(seen.runs("cam_b")) == 2,
                      15 + (time.monotonic() - t_back))  # fmt: skip
+    await seen.until("cam_b's new run in P/N/shards",
+                     lambda: seen.shard_of("cam_b").get("run") == seen.runs("cam_b")[1], 10)
     assert seen.shard_of("cam_b")["node_id"] == node_b2.node_id
     print(f"moved within {moved:.1f} s; cam_b back {time.monotonic() - t_back:.1f} s after b2 was "
           "asked for")
