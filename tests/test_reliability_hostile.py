@@ -82,21 +82,16 @@ async def test_ten_thousand_hostile_text_events(tmp_path: Path, mosquitto: Mosqu
         await traffic.until(
             lambda t: t.retained_last.get(f"streamer/{NODE}/cam/status/text") == "online", 60
         )
-        first_sent = time.time()
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sender:
             window = asyncio.Semaphore(10)  # a sliding window of QoS 1 publishes
-            ok_sent: list[float] = []  # when each valid event went out
 
-            async def send(payload: bytes, kind: str) -> None:
+            async def send(payload: bytes) -> None:
                 async with window:
-                    if kind == "ok":
-                        ok_sent.append(time.time())
                     await sender.publish(f"streamer/{NODE}/cam/text", payload, qos=1)
 
             async with asyncio.TaskGroup() as tg:
-                for payload, kind in payloads:
-                    tg.create_task(send(payload, kind))
-        last_sent = time.time()
+                for payload, _ in payloads:
+                    tg.create_task(send(payload))
 
         def counted(t: Traffic) -> bool:
             if not t.stats:
@@ -105,28 +100,29 @@ async def test_ten_thousand_hostile_text_events(tmp_path: Path, mosquitto: Mosqu
             return bool(cam["rejected"] + cam["frames_in"].get("text", 0) >= N)
 
         await traffic.until(counted, 60)
+        all_in = time.time()  # every valid event is stamped and in the aligner by now
         cam = traffic.stats[-1]["streams"]["cam"]
         expected = {k: v for k, v in want.items() if k != "ok"}
         assert cam["rejected_by"] == expected
         assert cam["frames_in"]["text"] == want["ok"]
-        # the valid events still land in windows, and the node kept publishing
+        # every valid event is in a published window, or counted late: an event stamped
+        # on arrival is in exactly length/hop windows, so the windows' text counts add up
+        # to that many times the events that landed (the node stamps an event when it
+        # reads it, which a flood on a busy machine delays: which window an event lands in
+        # is not the sender's to know, but that it lands or is counted is)
         await traffic.until(
-            lambda t: any(p["window"]["start"] > last_sent for p in t.predictions["cam"]), 30
+            lambda t: any(p["window"]["start"] > all_in for p in t.predictions["cam"]), 30
         )
-        during = [
-            p for p in traffic.predictions["cam"]
-            if p["window"]["end"] > first_sent and p["window"]["start"] < last_sent
-        ]  # fmt: skip
-        # every window that a valid event was sent well inside has text (a window the
-        # sender sent nothing valid in, stalled by a busy machine, proves nothing)
-        def sent_inside(p: dict[str, Any]) -> bool:
-            s, e = p["window"]["start"], p["window"]["end"]
-            return any(s + 0.25 <= t <= e - 0.25 for t in ok_sent)
-
-        checked = [p for p in during if sent_inside(p)]
-        assert len(checked) >= len(during) // 2, (len(checked), len(during))
-        assert all(p["modalities"]["text"]["present"] for p in checked)
-        assert sum(p["modalities"]["text"]["events"] for p in during) > 0
+        preds = {p["seq"]: p for p in traffic.predictions["cam"]}  # (a redelivery is one)
+        assert len({p["run"] for p in preds.values()}) == 1
+        assert sorted(preds) == list(range(min(preds), max(preds) + 1)), "a window was lost"
+        cam = traffic.stats[-1]["streams"]["cam"]
+        assert cam["dropped_by"].get("aligner", 0) == 0, cam["dropped_by"]  # no text dropped
+        landed = want["ok"] - cam["late_by"].get("text", 0)
+        assert landed >= want["ok"] // 2, cam["late_by"]
+        per_event = round(2.0 / 0.5)  # the default window length / hop
+        events = sum(p["modalities"]["text"]["events"] for p in preds.values())
+        assert events == per_event * landed, (events, landed)
         assert node.proc.returncode is None, "the node died"
     assert node.rc == 0, node.log.read_text()[-3000:]
     assert "Traceback" not in node.log.read_text()
