@@ -21,7 +21,7 @@ from e2e_helpers import Traffic, run_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import parse_config
+from streamer.config import WindowConfig, parse_config
 from streamer.errors import ConfigError
 from streamer.sources.text import MAX_BYTES
 
@@ -120,7 +120,7 @@ async def test_ten_thousand_hostile_text_events(tmp_path: Path, mosquitto: Mosqu
         assert cam["dropped_by"].get("aligner", 0) == 0, cam["dropped_by"]  # no text dropped
         landed = want["ok"] - cam["late_by"].get("text", 0)
         assert landed >= want["ok"] // 2, cam["late_by"]
-        per_event = round(2.0 / 0.5)  # the default window length / hop
+        per_event = round(WindowConfig().length / WindowConfig().hop)  # the defaults: 4
         events = sum(p["modalities"]["text"]["events"] for p in preds.values())
         assert events == per_event * landed, (events, landed)
         assert node.proc.returncode is None, "the node died"
