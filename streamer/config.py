@@ -281,7 +281,7 @@ class StreamConfig(_Model):
     text: list[str] | None = None
     realtime: bool = True
     loop: bool = False
-    capture: Literal["thread", "process"] | None = None  # PyAV sources; None: the node's
+    capture: Literal["thread", "process"] | None = None  # PyAV, mic:; None: the node's
     host: str | None = None  # --engine ray: run on the Ray node labelled streamer.io/host=HOST
 
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
@@ -431,7 +431,7 @@ class Config(_Model):
     events: EventsConfig | None = None  # absent: no events
     history: HistoryConfig = HistoryConfig()  # the events' store (with events: only)
     snapshots: SnapshotsConfig = SnapshotsConfig()  # with events: or http:
-    capture: Literal["thread", "process"] = "process"  # where PyAV sources decode
+    capture: Literal["thread", "process"] = "process"  # where PyAV and mic: sources run
     ray: RayConfig = RayConfig()  # --engine ray: shards and runners
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -15,6 +15,7 @@ from media import clip_frame, make_clip
 
 from models.spec import ModelSpec
 from streamer.align.aligner import StreamAligner
+from streamer.capture.process import ProcessSource
 from streamer.clock import NODE_CLOCK
 from streamer.config import StreamConfig
 from streamer.errors import SourceEnded, SourceError, SourceOpenError
@@ -568,6 +569,9 @@ def test_factory_one_source_per_modality(clip: Path) -> None:
     video, audio = open_sources(cfg, spec=SPEC)
     assert isinstance(video, AVSource) and video.modalities == {"video"} and video.live
     assert isinstance(audio, MicSource) and audio.modalities == {"audio"}
+    # under capture: process a microphone records in a capture process, as PyAV decodes
+    _, audio = open_sources(cfg, spec=SPEC, capture="process")
+    assert isinstance(audio, ProcessSource) and audio.modalities == {"audio"} and audio.live
     cfg = StreamConfig(id="s", video="synthetic:pattern", audio="synthetic:tone")
     v, a = open_sources(cfg, spec=SPEC)
     assert isinstance(v, SyntheticSource) and v.modalities == {"video"}

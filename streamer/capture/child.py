@@ -1,9 +1,11 @@
-"""The capture process: one :class:`~streamer.sources.av.AVSource` decoding into a ring.
+"""The capture process: one source (:class:`~streamer.sources.av.AVSource`, or a
+:class:`~streamer.sources.mic.MicSource` recording) writing into a ring.
 
 Forked from the node's fork server (:mod:`streamer.capture.forkserver`:
 a fresh interpreter with numpy and PyAV imported, never a fork of the node, which has
 torch and threads), :func:`run` attaches the parent's :class:`~.ring.ShmRing`, opens
-the source and runs its demuxer loop in the main thread (:meth:`AVSource.serve`),
+the source and runs it in the main thread (its ``serve``: a demuxer loop, or a
+microphone's watchdog while PortAudio's thread records),
 converted items going to the ring instead of the event loop (:class:`RingSink`).
 Around it:
 
@@ -35,6 +37,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from typing import Protocol
 
 import av
 import numpy as np
@@ -47,6 +50,7 @@ from streamer.clock import OffsetClock
 from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import AudioChunk, Item, VideoFrame
 from streamer.snapshots.ring import FrameTap, Snapshot, SnapshotRing
+from streamer.sources.handoff import ItemSink
 
 BEAT_S = 0.5
 EXIT_GRACE_S = 2.0  # after stop, the demuxer's read returns or the process exits anyway
@@ -80,6 +84,35 @@ class ChildParams:
         spec = d.pop("spec")
         spec["labels"] = tuple(spec["labels"])
         return cls(spec=ModelSpec(**spec), **d)
+
+
+class Served(Protocol):
+    """What a capture process runs: a source that serves into a sink, with counters."""
+
+    def serve(self, sink: ItemSink[Item], ready: concurrent.futures.Future[None]) -> None: ...
+    def stop(self) -> None: ...
+    @property
+    def corrupt(self) -> int: ...
+    @property
+    def stale(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+
+
+def open_served(p: ChildParams, tap: FrameTap | None) -> Served:
+    """The source ``p`` names, on the node clock (a microphone or a PyAV URL)."""
+    clock = OffsetClock(p.offset_ns)
+    if p.url.startswith("mic:"):
+        from streamer.sources.mic import MicSource  # sounddevice loads when it opens
+
+        return MicSource(p.url, spec=p.spec, clock=clock, stream=p.stream)
+    from streamer.sources.av import AVSource
+
+    return AVSource(
+        p.url, video=p.video, audio=p.audio, spec=p.spec, clock=clock,
+        stream=p.stream, realtime=p.realtime, loop=p.loop, open_timeout=p.open_timeout,
+        read_timeout=p.read_timeout, slot_frames=p.slot_frames, snapshot=tap,
+    )  # fmt: skip
 
 
 class RingSink:
@@ -184,19 +217,13 @@ class SnapshotSender:
 
 def main(p: ChildParams, ring_name: str, wake: int, space: int | None, ctrl: Connection) -> None:
     """The capture process: read ``p``'s source into the ring until stopped or done."""
-    from streamer.sources.av import AVSource
-
     ring = ShmRing.attach(ring_name)
     os.set_blocking(wake, False)
     stop = threading.Event()
     sink = RingSink(ring, wake, space, ctrl, stop, p.audio_max)
     snaps = SnapshotSender(p, ring, sink) if p.video and p.snap_fps > 0 else None
     tap: FrameTap | None = snaps.tap if snaps is not None else None
-    src = AVSource(
-        p.url, video=p.video, audio=p.audio, spec=p.spec, clock=OffsetClock(p.offset_ns),
-        stream=p.stream, realtime=p.realtime, loop=p.loop, open_timeout=p.open_timeout,
-        read_timeout=p.read_timeout, slot_frames=p.slot_frames, snapshot=tap,
-    )  # fmt: skip
+    src = open_served(p, tap)
 
     def on_stop() -> None:  # the parent said stop, or went away
         try:
@@ -206,7 +233,9 @@ def main(p: ChildParams, ring_name: str, wake: int, space: int | None, ctrl: Con
         stop.set()
         src.stop()
         if not done.wait(EXIT_GRACE_S):
-            os._exit(0)  # a read stuck in FFmpeg: the process goes, and the device with it
+            # a read stuck in FFmpeg, a deadlocked PortAudio: the process goes, and the
+            # device with it
+            os._exit(0)
 
     def beat() -> None:
         while not done.wait(BEAT_S):

@@ -1,7 +1,7 @@
 """The node's side of a capture process: a :class:`~streamer.sources.base.Source`.
 
 :class:`ProcessSource` is what :func:`~streamer.sources.factory.open_sources` returns
-for a PyAV URL under ``capture: process``. Each ``open()`` creates a shared-memory ring
+for a PyAV or ``mic:`` URL under ``capture: process``. Each ``open()`` creates a shared-memory ring
 (:mod:`.ring`), starts :func:`.child.run` in a capture process and waits for its
 ``ready``; ``recv()`` copies items out of the ring. The event loop is woken by
 ``loop.add_reader`` on the wake pipe, the control pipe and the process's sentinel
@@ -45,6 +45,7 @@ from streamer.sources.avurls import SCHEMES
 
 log = logging.getLogger(__name__)
 
+PROCESS_SCHEMES = (*SCHEMES, "mic")  # what a capture process can serve
 DEFAULT_SLOTS = 32
 SPAWN_S = 10.0  # the fork server's first start (numpy and PyAV), on a loaded machine
 JOIN_S = 3.0  # a stopped child's exit, before it is killed
@@ -73,7 +74,7 @@ class ProcessSource:
             raise ValueError("ProcessSource needs video, audio or both")
         self.url = url
         scheme = url.split(":", 1)[0]
-        if scheme not in SCHEMES:
+        if scheme not in PROCESS_SCHEMES:
             raise SourceOpenError(url, f"unsupported scheme {scheme!r} for a capture process")
         mods: set[Modality] = set()
         if video:

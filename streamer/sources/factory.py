@@ -21,7 +21,7 @@ from streamer.snapshots.ring import SnapshotRing
 from streamer.sources.av import AVSource
 from streamer.sources.avurls import SCHEMES as AV_SCHEMES
 from streamer.sources.avurls import check_readable, file_path, v4l2_options
-from streamer.sources.base import Source
+from streamer.sources.base import DEFAULT_QUEUE, Source
 from streamer.sources.mic import MicSource, import_sounddevice
 from streamer.sources.synthetic import SyntheticSource, synthetic_options
 from streamer.sources.webrtc import WebRTCHub, WebRTCSource
@@ -44,9 +44,9 @@ def make_source(
     """One source for ``url`` yielding ``modalities`` (video, audio or both);
     ``takes_text``: the stream has text, which a WebRTC peer's data channel may send;
     ``snapshots``: the stream's snapshot ring, which its video source feeds;
-    ``capture``: ``process`` decodes a PyAV URL in a capture process of its own (on the
-    node clock only: a test's fake clock keeps the thread), which also makes the
-    snapshots' JPEGs."""
+    ``capture``: ``process`` decodes a PyAV URL, or records a microphone, in a capture
+    process of its own (on the node clock only: a test's fake clock keeps the thread),
+    which also makes the snapshots' JPEGs."""
     scheme = url.split(":", 1)[0] if ":" in url else ""
     video = "video" in modalities
     audio = "audio" in modalities
@@ -75,6 +75,12 @@ def make_source(
     if scheme == "mic":
         if video:
             raise SourcePermanentError(url, "a microphone has no video")
+        if capture == "process" and isinstance(clock, NodeClock):
+            from streamer.capture.process import ProcessSource
+
+            # as many 20 ms blocks as the hand-off of a MicSource in the node holds
+            return ProcessSource(url, video=False, audio=True, spec=spec, clock=clock,
+                                 stream=stream.id, slots=DEFAULT_QUEUE)  # fmt: skip
         return MicSource(url, spec=spec, clock=clock, stream=stream.id)
     if scheme == "synthetic":
         return SyntheticSource(

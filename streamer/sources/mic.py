@@ -1,17 +1,28 @@
 """A microphone through PortAudio (sounddevice): ``mic:default``, ``mic:<name>``, ``mic:<index>``.
 
-sounddevice is imported inside :meth:`MicSource.open`: without PortAudio its import raises
-``OSError``, and everything else must still run. PortAudio's callback thread puts 20 ms
-:class:`~streamer.frames.AudioChunk` s (float32 mono at the model rate) into a live
-:class:`~.handoff.Handoff` (drop-oldest). Timestamps count samples from the first
-callback and resync when they drift more than ``resync_s`` from the clock (PortAudio may
-deliver the first 1.5-2 s in bursts while it prebuffers).
+sounddevice is imported when the input opens: without PortAudio its import raises
+``OSError``, and everything else must still run. PortAudio's callback thread hands 20 ms
+:class:`~streamer.frames.AudioChunk` s (float32 mono at the model rate) to a sink: a live
+:class:`~.handoff.Handoff` (drop-oldest) when the source runs in the node
+(:meth:`MicSource.open`), or a capture process's ring (:meth:`MicSource.serve`, under
+``capture: process``). Timestamps count samples from the first callback and resync when
+they drift more than ``resync_s`` from the clock (PortAudio may deliver the first
+1.5-2 s in bursts while it prebuffers).
+
+Why a capture process is the default: when the sound server dies mid-call, the ALSA
+PulseAudio plugin can deadlock (its mainloop thread, holding its lock, waits for a
+memory block that PortAudio's thread, waiting for that lock, holds). The input then goes
+quiet and stopping it never returns. In the node that would cost the stream its
+microphone until a restart; in a capture process, the process is ended instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -21,7 +32,7 @@ from streamer.clock import NODE_CLOCK, Clock
 from streamer.errors import SourceError, SourceOpenError, SourcePermanentError
 from streamer.frames import NS, AudioChunk, Item, Modality
 from streamer.sources.base import DEFAULT_QUEUE
-from streamer.sources.handoff import Handoff
+from streamer.sources.handoff import Handoff, ItemSink
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,7 @@ def import_sounddevice(url: str) -> Any:
 
 
 STALL_S = 2.0  # no callback for this long: the device is gone
+FIRST_S = 4.0  # the first callback: PortAudio over PulseAudio prebuffers about 2 s first
 _OPEN: set[int] = set()  # MicSources with a running PortAudio stream
 _initialised = False
 
@@ -116,6 +128,11 @@ class SampleClock:
 
 
 class MicSource:
+    # what a capture process reports of every source it serves: none of them happen here
+    corrupt = 0
+    stale = 0
+    skipped = 0
+
     def __init__(
         self,
         device: str,
@@ -127,6 +144,7 @@ class MicSource:
         resync_s: float = 0.2,
         queue_size: int = DEFAULT_QUEUE,
         stall_s: float = STALL_S,
+        first_s: float = FIRST_S,
     ) -> None:
         self.url = device if device.startswith("mic:") else f"mic:{device}"
         self.stream = stream
@@ -138,11 +156,15 @@ class MicSource:
         self.blocksize = max(1, round(block_s * self.rate))
         self.queue_size = queue_size
         self.stall_s = stall_s
+        self.first_s = max(first_s, stall_s)
         self.overflows = 0  # PortAudio reported lost input
         self.stamps = SampleClock(clock, self.rate, resync_s)
-        self._handoff: Handoff[Item] | None = None
+        self._handoff: Handoff[Item] | None = None  # the node's, in open()
+        self._sink: ItemSink[Item] | None = None  # where the callback hands blocks
         self._stream: Any = None
         self._closing = False
+        self._stop = threading.Event()  # serve(): stopped, or the input ended
+        self._heard = 0.0  # monotonic s of the last callback (0: none since the open)
 
     @property
     def dropped(self) -> int:
@@ -152,9 +174,9 @@ class MicSource:
         if self._stream is not None:
             raise RuntimeError(f"{self.url}: already open")
         loop = asyncio.get_running_loop()
-        self._closing = False
+        self._closing, self._heard = False, 0.0
         self.stamps = SampleClock(self.clock, self.rate, self.stamps.resync_ns / NS)
-        self._handoff = Handoff(self.queue_size, loop=loop, blocking=False)
+        self._handoff = self._sink = Handoff(self.queue_size, loop=loop, blocking=False)
         # PortAudio initialisation and device start block: keep them off the loop
         self._stream = await asyncio.to_thread(self._start)
 
@@ -180,29 +202,70 @@ class MicSource:
         log.info("%s: recording from %s at %d Hz", self.url, stream.device, self.rate)
         return stream
 
+    def serve(self, sink: ItemSink[Item], ready: concurrent.futures.Future[None]) -> None:
+        """Record for a capture process, in the CALLING thread: PortAudio's thread hands
+        blocks to ``sink``, and ``ready`` resolves once the input runs (or with its
+        SourceOpenError). Returns after :meth:`stop`, or once the input stopped or went
+        quiet for ``stall_s`` (both said to ``sink``), closing the input first. That
+        close may never return when the sound server died mid-call (see the module's
+        note): the capture process's control thread then ends the process."""
+        self._sink, self._closing, self._heard = sink, False, 0.0
+        self._stop.clear()
+        try:
+            stream = self._start()
+        except SourceOpenError as e:
+            ready.set_exception(e)
+            return
+        ready.set_result(None)
+        started = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                heard = self._heard
+                due = heard + self.stall_s if heard else started + self.first_s
+                left = due - time.monotonic()
+                if left <= 0:
+                    sink.put_error(SourceError(self.url, self._stall_problem(bool(heard))))
+                    break
+                self._stop.wait(left)  # a watchdog: woken early by stop() or the end
+        finally:
+            self._closing = True
+            _OPEN.discard(id(self))
+            _stop(stream)
+
+    def stop(self) -> None:
+        """Make :meth:`serve` return; any thread."""
+        self._stop.set()
+
+    def _stall_problem(self, heard: bool) -> str:
+        if heard:
+            return f"no audio for {self.stall_s:g} s: the device is gone"
+        return f"no audio in {self.first_s:g} s since the input started"
+
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        """PortAudio's thread: stamp the block and hand it to the loop; never blocks."""
-        assert self._handoff is not None
+        """PortAudio's thread: stamp the block and hand it on; never blocks."""
+        sink = self._sink
+        assert sink is not None
+        self._heard = time.monotonic()
         if status and status.input_overflow:
             self.overflows += 1
         start = self.stamps.stamp(frames)
         samples = np.array(indata[:, 0], dtype=np.float32)  # copy: PortAudio reuses indata
-        self._handoff.put(AudioChunk(self.stream, start, samples, self.rate))
+        sink.put(AudioChunk(self.stream, start, samples, self.rate))
 
     def _finished(self) -> None:
-        if not self._closing and self._handoff is not None:
-            self._handoff.put_error(SourceError(self.url, "the input stream stopped"))
+        if not self._closing and self._sink is not None:
+            self._sink.put_error(SourceError(self.url, "the input stream stopped"))
+        self._stop.set()
 
     async def recv(self) -> Item:
         if self._handoff is None:
             raise SourceError(self.url, "recv() before open()")
         try:  # asyncio.timeout, never wait_for (StreamPipeline._tick)
-            async with asyncio.timeout(self.stall_s):
+            async with asyncio.timeout(self.stall_s if self._heard else self.first_s):
                 return await self._handoff.get()
         except TimeoutError:
             # a device that vanishes (unplugged, its sound server gone) may just go quiet
-            problem = f"no audio for {self.stall_s:g} s: the device is gone"
-            raise SourceError(self.url, problem) from None
+            raise SourceError(self.url, self._stall_problem(bool(self._heard))) from None
 
     def recv_nowait(self) -> Item | None:
         return None if self._handoff is None else self._handoff.get_nowait()
