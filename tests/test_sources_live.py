@@ -200,17 +200,23 @@ RECORDER = r"""
 import asyncio, sys, threading
 import numpy as np
 from models.spec import ModelSpec
+from streamer.clock import NODE_CLOCK
+from streamer.config import StreamConfig
 from streamer.errors import SourceOpenError
-from streamer.sources.mic import MicSource
+from streamer.sources.factory import make_source
 from streamer.align.aligner import StreamAligner
 from streamer.frames import NS
 
-async def main(out, post_roll_s):
+def mic(url, capture):  # a MicSource, or under capture: process a ProcessSource over one
+    return make_source(url, frozenset({"audio"}), stream=StreamConfig(id="rec", audio=url),
+                       spec=ModelSpec(), clock=NODE_CLOCK, capture=capture)
+
+async def main(out, post_roll_s, capture):
     try:
-        await MicSource("mic:no-such-mic", spec=ModelSpec()).open()
+        await mic("mic:no-such-mic", capture).open()
     except SourceOpenError as e:
         print("ERROR " + str(e), flush=True)
-    src = MicSource("mic:default", spec=ModelSpec())
+    src = mic("mic:default", capture)
     await src.open()
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
@@ -224,7 +230,7 @@ async def main(out, post_roll_s):
             post += len(chunk.samples)
     await src.close()
     # through the aligner, as a run would: 2 s windows every 0.5 s
-    aligner = StreamAligner("", length_ns=2 * NS, hop_ns=NS // 2, max_delay_ns=NS // 2,
+    aligner = StreamAligner("rec", length_ns=2 * NS, hop_ns=NS // 2, max_delay_ns=NS // 2,
                             fps=4, audio_rate=16000, modalities=["audio"])
     for c in chunks:
         aligner.push(c)
@@ -237,7 +243,7 @@ async def main(out, post_roll_s):
     np.save(out + ".len.npy", np.array([len(c.samples) for c in chunks], dtype=np.int64))
     print("DONE", src.dropped, flush=True)
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3]))
 """
 
 
@@ -252,7 +258,10 @@ def pulse(tmp_path: Path) -> Iterator[dict[str, str]]:
         daemon.stop()
 
 
-def test_microphone_hears_what_paplay_plays(pulse: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("capture", ["thread", "process"])
+def test_microphone_hears_what_paplay_plays(
+    pulse: dict[str, str], tmp_path: Path, capture: str
+) -> None:
     pytest.importorskip("sounddevice")  # the module itself only; PortAudio loads in the child
     if ctypes.util.find_library("portaudio") is None:
         if IN_CI:
@@ -263,7 +272,7 @@ def test_microphone_hears_what_paplay_plays(pulse: dict[str, str], tmp_path: Pat
     out = str(tmp_path / "rec")
     # a child process, so that PortAudio enumerates devices with PULSE_SERVER already set
     with subprocess.Popen(
-        [sys.executable, "-c", RECORDER, out, "2.5"],
+        [sys.executable, "-c", RECORDER, out, "2.5", capture],
         cwd=REPO,
         env=pulse,
         stdin=subprocess.PIPE,
