@@ -85,8 +85,10 @@ async def _check_stream(
             )
             continue
         try:
-            await asyncio.wait_for(src.open(), per_source_s)
-            item = await asyncio.wait_for(src.recv(), per_source_s)
+            async with asyncio.timeout(per_source_s):
+                await src.open()
+            async with asyncio.timeout(per_source_s):
+                item = await src.recv()
             line = f"streams[{i}] {s.id} {what}: ok ({src.url}, first item {type(item).__name__})"
             out.append((line, True))
         except (SourceError, SourceEnded, TimeoutError) as e:

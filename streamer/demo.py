@@ -12,11 +12,10 @@ import sys
 import time
 from typing import Any
 
-import aiomqtt
-
 from streamer.app.node import Node
 from streamer.config import Config, MqttConfig, StreamConfig
 from streamer.datasets.avdigits.live import segment_index
+from streamer.mqttconn import Client
 from streamer.sinks.broker import EmbeddedBroker
 from streamer.sources.synthetic import avdigits_label, avdigits_text
 from streamer.subscribe import format_prediction
@@ -51,7 +50,7 @@ def truth(stream: str, start: float, end: float) -> str | None:
 
 async def _publish_text(port: int, topic: str, seed: int) -> None:
     """The stream's text events, each at its time, as a real MQTT client would send them."""
-    async with aiomqtt.Client("127.0.0.1", port) as client:
+    async with Client("127.0.0.1", port) as client:
         for t, text in avdigits_text(seed):
             await asyncio.sleep(max(0.0, t - time.time()))  # pacing to the event's time
             payload = json.dumps({"text": text, "ts": t})
@@ -109,7 +108,7 @@ class _View:
 
 
 async def _watch(port: int, prefix: str, view: _View) -> None:
-    async with aiomqtt.Client("127.0.0.1", port) as client:
+    async with Client("127.0.0.1", port) as client:
         await client.subscribe(f"{prefix}/+/+/prediction", qos=0)
         async for msg in client.messages:
             with contextlib.suppress(ValueError, TypeError):

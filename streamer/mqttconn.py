@@ -6,15 +6,19 @@ jitter), connect again, until cancelled. :class:`Reconnecting` owns that loop as
 resource (a task group, the loop's task, a clean DISCONNECT on exit); the publisher
 (:mod:`streamer.sinks.mqtt`) and the text input (:mod:`streamer.sources.mqtt_text`) both
 run on it.
+
+Every client here is a :class:`Client`: aiomqtt's, with waits for an ack that let a
+cancellation through on Python 3.11.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, TypeVar
 
 import aiomqtt
 
@@ -26,6 +30,31 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT = 10.0  # seconds to wait for one publish's or subscribe's ack before reconnecting
 STABLE_S = 1.0  # a connection that lasted this long resets the backoff
 PENDING_CALLS = 15  # aiomqtt warns above this many calls awaiting an ack
+
+T = TypeVar("T")
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client, whose waits for an ack cannot swallow a cancellation.
+
+    aiomqtt 2.x waits for CONNACK, SUBACK, PUBACK and the end of a DISCONNECT with
+    ``asyncio.wait_for``. On Python 3.11 that returns normally when a cancel lands in the
+    loop iteration its ack does (python/cpython#86296; 3.12 rewrote ``wait_for``), and the
+    cancelled task runs on: a node's control task, cancelled while it echoed a stream's
+    state, went back to reading messages, and the node's stop waited for it forever. The
+    same wait under ``asyncio.timeout`` lets the cancel through; a timeout is still
+    ``MqttError("Operation timed out")``, as aiomqtt raises it.
+    """
+
+    # aiomqtt calls it with timeout= (its name, its signature)
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
 
 def make_client(
@@ -49,7 +78,7 @@ def make_client(
     tls = None
     if cfg.tls:
         tls = aiomqtt.TLSParameters(ca_certs=str(cfg.ca_file) if cfg.ca_file else None)
-    client = aiomqtt.Client(
+    client = Client(
         cfg.host,
         cfg.port,
         username=cfg.username,

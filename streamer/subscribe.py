@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 import aiomqtt
 
 from streamer.errors import BrokerError, ConfigError
+from streamer.mqttconn import Client
 
 
 def format_prediction(p: dict[str, Any]) -> str:
@@ -37,7 +38,7 @@ async def subscribe(
 
     async def consume() -> None:
         nonlocal seen
-        async with aiomqtt.Client(u.hostname or "", port, tls_params=None) as client:
+        async with Client(u.hostname or "", port, tls_params=None) as client:
             await client.subscribe(f"{prefix}/+/+/prediction", qos=1)
             async for msg in client.messages:
                 try:
@@ -53,7 +54,8 @@ async def subscribe(
                     return
 
     try:
-        await asyncio.wait_for(consume(), seconds)
+        async with asyncio.timeout(seconds):
+            await consume()
     except TimeoutError:
         pass
     except aiomqtt.MqttError as e:

@@ -6,6 +6,8 @@ test that needs one is skipped and says why.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import secrets
 import shutil
@@ -15,8 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Ray (tests/ray_helpers.py) reads its authentication mode once, at its first use in a
@@ -35,6 +40,22 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed (CI must install it in .ci/run)")
         pytest.skip(f"{name} is not installed here (outside CI, so skipped)")
     return path
+
+
+async def ended(task: asyncio.Task[T], seconds: float) -> T:
+    """``task``'s result, once it ends within ``seconds``; else a failure that shows where
+    every task of the loop waits. (``asyncio.wait_for`` would cancel the task and then
+    wait for it without a bound: a node that does not stop met pytest's timeout, which
+    shows the threads but no task.)"""
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if not done:
+        stacks = io.StringIO()
+        for t in asyncio.all_tasks():
+            if t is not asyncio.current_task():
+                t.print_stack(limit=12, file=stacks)
+        pytest.fail(f"{task.get_name()} has not ended within {seconds} s; the tasks:\n"
+                    f"{stacks.getvalue()}", pytrace=False)  # fmt: skip
+    return task.result()
 
 
 def require_root(why: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, ended
 from media import make_clip
 
 from streamer.app.node import Node
@@ -84,7 +84,7 @@ async def test_a_killed_capture_process_costs_only_its_own_stream(
         await until(sink, lambda ev: len(preds(ev, "b")) >= n_b + 2, 10)  # b went on
     finally:
         node.stop()
-        assert await asyncio.wait_for(task, 60) == 0
+        assert await ended(task, 60) == 0
     print(f"capture process killed: video online again {back_s:.2f} s later, a window of "
           f"new video {fresh_s:.2f} s later")  # fmt: skip
     assert back_s < 5.0

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from conftest import ended
 
 from models.spec import ModelSpec
 from streamer.app.node import Node
@@ -86,7 +87,7 @@ async def test_a_stream_that_ends_while_the_others_go_on(loaded: LoadedModel) ->
     ended_at = len(sink.events)
     assert StreamState("b", "online") in sink.events and not stopped("b")(sink.events)
     silent.set()
-    assert await asyncio.wait_for(run, 30) == 0
+    assert await ended(run, 30) == 0
     a, b = of("a", sink.events), of("b", sink.events)
     assert [p.seq for p in a] == list(range(WINDOWS_4S))
     assert [p.seq for p in b] == list(range(WINDOWS_4S))
@@ -127,7 +128,7 @@ async def test_stop_flushes_the_windows_and_drains_the_sinks(loaded: LoadedModel
     await asyncio.wait_for(memory.wait_for(lambda ev: len(of("a", ev)) >= 2), 30)
     n.stop()
     slow.gate.set()  # the slow sink gets going only now: the drain waits for it
-    assert await asyncio.wait_for(run, 30) == 0
+    assert await ended(run, 30) == 0
     got = of("a", memory.events)
     assert [p.seq for p in got] == list(range(len(got)))
     assert slow.written == got  # everything published reached the slow sink, in order

@@ -21,7 +21,7 @@ from typing import Any
 import aiomqtt
 import jsonschema
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, ended
 from test_mqtt_discovery import Recorder, recording, retained_now
 
 from streamer.app.node import Node
@@ -58,7 +58,7 @@ async def running(cfg: dict[str, Any], loaded: LoadedModel) -> AsyncIterator[Nod
         yield node
     finally:
         node.stop()
-        assert await asyncio.wait_for(task, 60) == 0
+        assert await ended(task, 60) == 0
 
 
 async def publish(port: int, topic: str, payload: bytes, retain: bool = False) -> float:
@@ -158,11 +158,13 @@ async def test_set_events_changes_one_streams_thresholds_and_bad_ones_are_refuse
         for bad in (b"not json", b'{"on": 0.2, "off": 0.9}', b'{"bogus": 1}', b"{}",
                     b'{"label": 7, "on": 0.5}', b'{"min_windows": 0}'):  # fmt: skip
             await publish(mosquitto.port, f"{base}/a/set/events", bad)
-        await publish(mosquitto.port, f"{base}/a/set/events", b'{"label": "*", "min_windows": 1}')
+        # off 0: an event that opens stays open (never below off) until the pause ends it
+        change = b'{"label": "*", "min_windows": 1, "off": 0.0}'
+        await publish(mosquitto.port, f"{base}/a/set/events", change)
         await rec.until_true(lambda r: len(r.payloads(f"{base}/a/thresholds")) >= 2)
         assert node.snapshot()["control"] == {"events_refused": 6, "events_changes": 1}
         echo = json.loads(rec.payloads(f"{base}/a/thresholds")[-1])
-        assert echo == {**events, "min_windows": 1, "overrides": {}}
+        assert echo == {**events, "min_windows": 1, "off": 0.0, "overrides": {}}
         await rec.until_true(lambda r: any(m["type"] == "new" for m in _events(r, base)))
         label = next(m["event"]["label"] for m in _events(rec, base) if m["type"] == "new")
         await rec.until(f"{base}/a/event/{label}", b"ON")

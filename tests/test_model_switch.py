@@ -11,7 +11,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import torch
-from conftest import Mosquitto
+from conftest import Mosquitto, ended
 from test_composition import SPEC, frames
 
 from models.checkpoint import save_checkpoint
@@ -60,7 +60,7 @@ async def test_a_node_switches_model_at_one_window_boundary(
     await asyncio.wait_for(node.switch.decided.wait(), 60)
     assert node.switch.switches == 1
     held.set()
-    assert await asyncio.wait_for(run, 60) == 0
+    assert await ended(run, 60) == 0
     preds = sink.predictions
     assert [p.seq for p in preds] == list(range(len(preds)))  # none lost
     assert len(preds) == 15  # every 2 s window every 0.5 s holding some of the 6 s

@@ -113,7 +113,8 @@ class NodeControl:
         """Until the retained control state is applied (False: the broker did not answer
         ``within_s``; the streams start enabled and follow it once it comes)."""
         try:
-            await asyncio.wait_for(self.ready.wait(), within_s)
+            async with asyncio.timeout(within_s):
+                await self.ready.wait()
         except TimeoutError:
             log.warning("control: no answer from the broker in %.0f s; streams start enabled",
                         within_s)  # fmt: skip

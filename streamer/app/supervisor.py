@@ -111,7 +111,8 @@ class Supervisor:
                 proc.send_signal(signal.SIGTERM)
                 limit = self.cfg.shutdown_timeout + 30.0
                 try:
-                    await asyncio.wait_for(asyncio.shield(done), limit)
+                    async with asyncio.timeout(limit):
+                        await asyncio.shield(done)
                 except TimeoutError:
                     log.error("worker %d did not stop within %.0f s: killed", index, limit)
                     proc.kill()
@@ -136,7 +137,8 @@ class Supervisor:
             log.error("worker %d/%d died (exit %d); restarting in %.1f s", index, self.count,
                       rc, delay)  # fmt: skip
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
                 return rc  # asked to stop while waiting to restart
             except TimeoutError:
                 pass

@@ -30,6 +30,8 @@ import aiomqtt
 import numpy as np
 import yaml
 
+from streamer.mqttconn import Client
+
 NODE = "bench"
 HOP = 0.5
 
@@ -150,7 +152,8 @@ async def run_trial(
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(proc.wait(), 60)
+                    async with asyncio.timeout(60):
+                        await proc.wait()
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
@@ -163,22 +166,23 @@ async def run_trial(
 async def _drive(port: int, n: int, trial: Trial, warmup: float, seconds: float) -> None:
     """Publish the text events and read the node's stats for ``warmup + seconds`` from the
     node's "online"."""
-    async with aiomqtt.Client("127.0.0.1", port) as client:
+    async with Client("127.0.0.1", port) as client:
         await client.subscribe(f"streamer/{NODE}/stats", qos=0)
         await client.subscribe(f"streamer/{NODE}/available", qos=1)
         stop = asyncio.Event()
         collect = asyncio.create_task(_collect(client, trial, warmup))
         texts = asyncio.create_task(_texts(client, n, stop))
         try:
-            await asyncio.wait_for(trial.online.wait(), 60)
+            async with asyncio.timeout(60):
+                await trial.online.wait()
             await asyncio.sleep(warmup + seconds)  # the measured interval itself
             trial.measure_until = time.time()
         finally:
-            # Python 3.11's wait_for (inside aiomqtt's publish) can swallow a cancellation
-            # that meets its inner future's completion; the sender then carried on forever
-            # (most likely what kept a bench waiting 20 min on a node it never stopped, its
-            # sender still publishing). So the sender also checks `stop`, and the wait for
-            # both tasks is bounded.
+            # Python 3.11's wait_for (inside aiomqtt's publish) could swallow a cancellation
+            # that met its inner future's completion, and the sender carried on forever
+            # (most likely what kept a bench waiting 20 min on a node it never stopped).
+            # mqttconn.Client's waits no longer do; the sender still checks `stop`, and
+            # the wait for both tasks is still bounded.
             stop.set()
             texts.cancel()
             collect.cancel()

@@ -218,8 +218,9 @@ async def scan_retained(
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if a cancellation was lost (an
-    ``asyncio.wait_for`` inside aiomqtt can swallow one in 3.11), 3 s at most."""
+    """Cancel ``task`` and wait for it, 3 s at most, cancelling again if a cancellation
+    was lost (as aiomqtt's own ``asyncio.wait_for`` lost them on 3.11, before
+    :class:`streamer.mqttconn.Client`)."""
     for _ in range(3):
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=1.0)

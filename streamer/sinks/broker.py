@@ -102,7 +102,8 @@ class EmbeddedBroker:
             # amqtt's shutdown waits for every session's in-flight QoS 1 deliveries; under
             # load it can lose track of an acknowledgement and wait for a connected
             # subscriber to leave. Bound it: the process is going away anyway.
-            await asyncio.wait_for(broker.shutdown(), SHUTDOWN_S)
+            async with asyncio.timeout(SHUTDOWN_S):
+                await broker.shutdown()
         except TimeoutError:
             log.warning("embedded MQTT broker did not stop within %.0f s; leaving it", SHUTDOWN_S)
         else:

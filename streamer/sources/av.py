@@ -147,7 +147,8 @@ class AVSource:
         self._thread.start()
         try:
             # PyAV's own timeouts bound this; the margin only guards against a stuck open.
-            await asyncio.wait_for(asyncio.wrap_future(ready), self.open_timeout + 2.0)
+            async with asyncio.timeout(self.open_timeout + 2.0):
+                await asyncio.wrap_future(ready)
         except TimeoutError:
             self._stop.set()
             raise SourceOpenError(self.url, f"no data within {self.open_timeout} s") from None
