@@ -16,6 +16,11 @@ from media import make_clip
 
 HOP, LENGTH = 0.5, 2.0
 CLIP_S = 5.0
+# The embedded broker lives in the node, so the test's clients connect only once the node
+# runs, its clips already playing; its event loop also serves them while the streams
+# start. A fresh-clone CI run saw the text publisher's broker gone at its first publish
+# (online + 1.5 s) with 5 s clips: the longer clips give that start-up 5 s more.
+EMBEDDED_CLIP_S = 10.0
 
 
 def _config(url: str, clip: Path, video_only: Path) -> dict[str, Any]:
@@ -44,17 +49,17 @@ async def _run_and_collect(
         await sub.__aenter__()
         watcher = asyncio.create_task(collect(sub, "streamer", "e2e", traffic))
         await asyncio.wait_for(traffic.online.wait(), 60)
-        async with aiomqtt.Client("127.0.0.1", port, identifier="e2e-text") as pub:
-            # two valid events a second apart, with two malformed ones between: not UTF-8,
-            # and valid JSON whose text is a lone surrogate (it used to pass the parser and
-            # break the tokenizer, costing both streams the windows of its batch)
-            sends = [b"the digit is seven", b"\xff\xfe\xfa", b'{"text": "\\ud800 seven"}',
-                     b"7 again"]  # fmt: skip
-            for i, payload in enumerate(sends):
-                await asyncio.sleep(0.3 if i else 1.5)  # spacing the events in time
-                await pub.publish("streamer/e2e/cam1/text", payload, qos=1)
-                if i in (0, 3):
-                    sent_at.append(time.time())
+        online_at = time.time()
+        try:
+            await _send_texts(port, sent_at)
+        except aiomqtt.MqttError as e:
+            tail = log.read_text(errors="replace")[-3000:]
+            seen = time.strftime("%H:%M:%S", time.localtime(online_at))
+            raise AssertionError(
+                f"the text publisher lost the broker {time.time() - online_at:.1f} s after "
+                f"'online' was seen (at {seen}.{int(online_at % 1 * 1000):03d}; node exit "
+                f"code {proc.returncode}): {e}\n{tail}"
+            ) from None
         rc = await asyncio.wait_for(proc.wait(), 60)
         # 'stopped' is published before the process exits; let it reach the subscriber
         await asyncio.wait_for(traffic.stopped.wait(), 10)
@@ -70,12 +75,28 @@ async def _run_and_collect(
     return rc, log.read_text(), sent_at
 
 
-def _assert_run(traffic: Traffic, schema: dict[str, Any], sent_at: list[float]) -> None:
+async def _send_texts(port: int, sent_at: list[float]) -> None:
+    """Two valid events a second apart, with two malformed ones between: not UTF-8, and
+    valid JSON whose text is a lone surrogate (it used to pass the parser and break the
+    tokenizer, costing both streams the windows of its batch)."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier="e2e-text") as pub:
+        sends = [b"the digit is seven", b"\xff\xfe\xfa", b'{"text": "\\ud800 seven"}',
+                 b"7 again"]  # fmt: skip
+        for i, payload in enumerate(sends):
+            await asyncio.sleep(0.3 if i else 1.5)  # spacing the events in time
+            await pub.publish("streamer/e2e/cam1/text", payload, qos=1)
+            if i in (0, 3):
+                sent_at.append(time.time())
+
+
+def _assert_run(
+    traffic: Traffic, schema: dict[str, Any], sent_at: list[float], clip_s: float = CLIP_S
+) -> None:
     cam1, cam2 = traffic.predictions["cam1"], traffic.predictions["cam2"]
     check_predictions(cam1, schema, hop=HOP, length=LENGTH)
     check_predictions(cam2, schema, hop=HOP, length=LENGTH)
     # a 5 s clip at hop 0.5 and length 2: windows from the first covering one to the last
-    assert len(cam1) >= int(CLIP_S / HOP), len(cam1)
+    assert len(cam1) >= int(clip_s / HOP), len(cam1)
     # the audio track outlasts the last frame by a few ms: a last window may start after it
     for p in cam1[:-1]:
         m = p["modalities"]
@@ -127,8 +148,8 @@ async def test_run_file_against_mosquitto(
 async def test_run_file_through_embedded_broker(
     tmp_path: Path, prediction_schema: dict[str, Any]
 ) -> None:
-    clip = make_clip(tmp_path / "clip.mp4", CLIP_S, audio=True)
-    video_only = make_clip(tmp_path / "video.mp4", CLIP_S, audio=False)
+    clip = make_clip(tmp_path / "clip.mp4", EMBEDDED_CLIP_S, audio=True)
+    video_only = make_clip(tmp_path / "video.mp4", EMBEDDED_CLIP_S, audio=False)
     port = free_port()
     cfg = write_config(
         tmp_path / "cfg.yaml", _config(f"embedded://127.0.0.1:{port}", clip, video_only)
@@ -136,4 +157,4 @@ async def test_run_file_through_embedded_broker(
     traffic = Traffic()
     rc, stderr, sent_at = await _run_and_collect(cfg, port, traffic, wait_broker=True)
     assert rc == 0, stderr
-    _assert_run(traffic, prediction_schema, sent_at)
+    _assert_run(traffic, prediction_schema, sent_at, EMBEDDED_CLIP_S)
