@@ -6,13 +6,17 @@ Real media made by PyAV; a real child process killed (SIGKILL) and stopped (SIGS
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from media import make_clip
 
 from models.spec import ModelSpec
@@ -205,3 +209,49 @@ def test_a_cancel_that_meets_a_wake_is_not_lost() -> None:
             await waiting
 
     asyncio.run(scenario())
+
+
+FIRST_START = """
+import asyncio, json, logging, sys, threading
+from multiprocessing import forkserver
+from models.spec import ModelSpec
+from streamer.capture.process import ProcessSource
+
+on_loop = []  # per start that asks the fork server: was it on the loop's thread?
+ask = forkserver.connect_to_new_process
+def asked(fds):
+    on_loop.append(threading.current_thread() is threading.main_thread())
+    return ask(fds)
+forkserver.connect_to_new_process = asked
+steps = []  # asyncio debug: the open's steps that held the loop over 0.1 s
+class Slow(logging.Handler):
+    def emit(self, r):
+        if "name='opener'" in r.getMessage():
+            steps.append(r.getMessage().rsplit("took ", 1)[-1])
+logging.getLogger("asyncio").addHandler(Slow())
+
+async def main():
+    asyncio.get_running_loop().slow_callback_duration = 0.1
+    src = ProcessSource(sys.argv[1], video=True, audio=False, spec=ModelSpec())
+    await asyncio.create_task(src.open(), name="opener")
+    await src.close()
+asyncio.run(main(), debug=True)
+print(json.dumps({"on_loop": on_loop, "slow_steps": steps}))
+"""
+
+
+def test_the_fork_servers_first_answer_is_not_awaited_on_the_event_loop(tmp_path: Path) -> None:
+    """The fork server answers its first start only once it has imported PRELOAD
+    (~0.4 s idle, seconds on a busy machine). That first start is a do-nothing child in
+    a thread, so the capture process's start on the loop (where every start must be)
+    finds it ready. In a fresh interpreter, as a node's first open is."""
+    clip = make_clip(tmp_path / "a.mp4", 1.0, size=(160, 120), fps=10, audio=False)
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_START, f"file://{clip}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"fork server asked from the loop's thread: {got['on_loop']}; open steps that "
+          f"held the loop over 0.1 s: {got['slow_steps']}")  # fmt: skip
+    assert got["on_loop"] == [False, True], got

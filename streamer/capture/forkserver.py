@@ -22,6 +22,7 @@ PRELOAD = ["streamer.capture.child", "streamer.sources.av"]  # what the fork ser
 
 _context_lock = threading.Lock()
 _context: ForkServerContext | None = None
+_warm = False  # the fork server has forked once: it has imported PRELOAD
 
 
 def capture_context() -> ForkServerContext:
@@ -53,11 +54,29 @@ def _one_blas_thread() -> Iterator[None]:
                 os.environ["OPENBLAS_NUM_THREADS"] = before
 
 
+def _answered() -> None:
+    """The warm-up child's work: none (its start returned once the server answered)."""
+
+
 def ensure_fork_server() -> None:
-    """Start the fork server if it is not running (a thread's work: ~0.3 s the first time)."""
-    capture_context()
+    """Start the fork server if it is not running, and, the first time, wait until it
+    forks: a thread's work (~0.4 s). The server answers a start (with the child's pid)
+    only once it has imported :data:`PRELOAD`, and a capture process starts on the event
+    loop: the first one held the loop for that long (seconds on a busy machine), stalling
+    every stream, MQTT client and an embedded broker. So a child that does nothing is
+    started and joined here first, before any capture process exists (each ``open``
+    comes here first, and the lock holds the others back), so no two threads ever poll
+    one child."""
+    global _warm
+    ctx = capture_context()
     with _one_blas_thread():
         forkserver.ensure_running()
+        if not _warm:
+            warm_up = ctx.Process(target=_answered, name="streamer-capture-warm-up")
+            with main_left_alone():
+                warm_up.start()
+            warm_up.join()
+            _warm = True
 
 
 @contextlib.contextmanager

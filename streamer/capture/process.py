@@ -145,7 +145,7 @@ class ProcessSource:
 
     async def open(self) -> None:
         await self.close()
-        await asyncio.to_thread(ensure_fork_server)  # its first start takes ~0.3 s
+        await asyncio.to_thread(ensure_fork_server)  # its first start takes ~0.4 s
         self._loop = loop = asyncio.get_running_loop()
         self._msgs, self._dead, self._stalled = [], False, False
         self._ring = ShmRing.create(self.slots, self._payload)
